@@ -1,0 +1,185 @@
+"""Command-line entry points: avsuperb-extract, avsuperb-probe and avsuperb-demo.
+
+Errors a user can cause print one line and exit with code 2; nothing is written for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+TRACK_CHOICE = click.Choice(["audio", "video", "fusion"])
+log = logging.getLogger("avsuperb")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input, not a bug. Imported lazily: probe must not load extract."""
+    from avsuperb.probe.config import ConfigError
+    from avsuperb.probe.tasks import TaskError
+    from avsuperb.store import StoreError
+
+    errors: list[type[BaseException]] = [ConfigError, TaskError, StoreError]
+    if "avsuperb.extract" in sys.modules:
+        from avsuperb.extract.datasets import DatasetError
+        from avsuperb.extract.run import ExtractError
+        from avsuperb.extract.upstreams import UpstreamError
+
+        errors += [DatasetError, ExtractError, UpstreamError]
+    return tuple(errors)
+
+
+def _main(command: click.Command, prog: str) -> Callable[[], None]:
+    def entry() -> None:
+        try:
+            code = command.main(prog_name=prog, standalone_mode=False)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"{prog}: error: {e.format_message()}", err=True)
+            sys.exit(2)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo(f"{prog}: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - user errors are one line, anything else is a bug
+            if isinstance(e, _user_errors()):
+                click.echo(f"{prog}: error: {e}", err=True)
+                sys.exit(2)
+            raise
+        sys.exit(code or 0)
+
+    return entry
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------- extract
+def _model_help() -> str:
+    from avsuperb.extract import upstreams
+
+    return ", ".join(upstreams.available())
+
+
+def _dataset_help() -> str:
+    from avsuperb.extract import datasets
+
+    return ", ".join(datasets.available())
+
+
+class _LazyHelp(click.Command):
+    """Fills the model and dataset names into --help from the registries."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for p in self.params:
+            if p.name == "model":
+                p.help = f"Upstream model: {_model_help()}."
+            elif p.name == "dataset":
+                p.help = f"Dataset: {_dataset_help()}."
+        super().format_help(ctx, formatter)
+
+
+@click.command(cls=_LazyHelp, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--model", required=True, help="Upstream model.")
+@click.option("--dataset", required=True, help="Dataset.")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset directory (synthetic: where to render it; default: the user cache).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Store to write: NAME.zarr (Zarr v3) or NAME.h5 (HDF5). Re-running the same command resumes it.")
+@click.option("--track", "tracks", multiple=True, type=TRACK_CHOICE, help="Track to extract (repeatable; default: every track the model offers).")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), help="Local model weights (neural upstreams).")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda[:N].")
+@click.option("--frames/--no-frames", default=None, help="Also store frame-level features (default: on where the dataset has transcripts, for ASR).")
+@click.option("--block-size", type=click.IntRange(min=1), help="Clips per unit of writing (default: chosen from the feature size).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
+                device: str, frames: bool | None, block_size: int | None, no_progress: bool, verbose: bool) -> int:
+    """Run an upstream once over every clip of a dataset and store every layer of every track.
+
+    Example: avsuperb-extract --model fbank --dataset synthetic --out fbank-synthetic.zarr
+    """
+    _logging(verbose)
+    from avsuperb.extract.run import ExtractOptions, run_extraction
+
+    summary = run_extraction(ExtractOptions(model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress))
+    log.info(summary.line())
+    return 130 if summary.interrupted else 0
+
+
+# ------------------------------------------------------------------------------------- probe
+class _TaskHelp(click.Command):
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from avsuperb.probe import tasks
+
+        for p in self.params:
+            if p.name == "task":
+                p.help = "Task: " + "; ".join(f"{t} ({tasks.get(t).description})" for t in tasks.available()) + "."
+        super().format_help(ctx, formatter)
+
+
+@click.command(cls=_TaskHelp, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--cache", required=True, type=click.Path(path_type=Path), help="Store written by avsuperb-extract (.zarr or .h5).")
+@click.option("--task", required=True, help="Task.")
+@click.option("--track", type=TRACK_CHOICE, help="Track to probe (default: every track in the store).")
+@click.option("--out", type=click.Path(path_type=Path), help="Result directory (default: results/UPSTREAM-DATASET/TASK-TRACK); result.json goes there.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override the training config, e.g. --set steps=2000 --set lrs=1e-2,1e-3.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overrides: tuple[str, ...], no_progress: bool, verbose: bool) -> int:
+    """Train the task's head on the store's layers, sweeping learning rates 1e-1 ... 1e-5.
+
+    The rate is chosen on dev and the test score is that rate's. Writes result.json and prints a table.
+    Example: avsuperb-probe --cache fbank-synthetic.zarr --task er
+    """
+    _logging(verbose)
+    from avsuperb.probe import tasks
+    from avsuperb.probe.run import open_for_task, resolve_tracks, run_probe
+
+    spec = tasks.get(task)
+    cfg = spec.config.override(list(overrides))
+    reader = open_for_task(cache, spec)
+    try:
+        chosen = resolve_tracks(reader, track)
+        name = f"{reader.upstream['name']}-{reader.dataset}"
+        for t in chosen:
+            base = out if out is not None else Path("results") / name
+            out_dir = base if (out is not None and len(chosen) == 1) else base / f"{task}-{t}"
+            result = run_probe(cache, task, t, cfg, out_dir, progress=not no_progress, reader=reader)
+            click.echo(format_result(result))
+            click.echo(f"wrote {out_dir / 'result.json'}")
+    finally:
+        reader.close()
+    return 0
+
+
+def format_result(r: dict[str, Any]) -> str:
+    head = f"{r['task']} on {r['dataset']} · {r['upstream']['name']} · {r['track']} track · {r['metric']['name']} %"
+    lines = [head, f"  {'lr':>8}  {'dev':>7}"]
+    for lr, dev in r["dev_scores"].items():
+        mark = "  <- chosen" if float(lr) == r["chosen_lr"] else ""
+        lines.append(f"  {lr:>8}  {dev:7.2f}{mark}")
+    lines.append(f"  test ({r['chosen_lr']:g}): {r['test_score']:.2f}")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- demo
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--workdir", default=Path("avsuperb-demo"), show_default=True, type=click.Path(path_type=Path), help="Where stores and results go.")
+@click.option("--root", type=click.Path(path_type=Path), help="Where the synthetic corpus is rendered (default: the user cache).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override the probes' training config.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def demo_cmd(workdir: Path, root: Path | None, overrides: tuple[str, ...], no_progress: bool) -> int:
+    """Extract the synthetic corpus with FBANK and HoG, probe every task on each track, print a table."""
+    _logging(False)
+    from avsuperb.demo import run_demo
+
+    click.echo(run_demo(workdir, root, list(overrides), progress=not no_progress))
+    return 0
+
+
+extract_main = _main(extract_cmd, "avsuperb-extract")
+probe_main = _main(probe_cmd, "avsuperb-probe")
+demo_main = _main(demo_cmd, "avsuperb-demo")

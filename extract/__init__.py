@@ -1,0 +1,1 @@
+"""The extract stage: datasets, media decoding, upstream models and the store writer."""

@@ -1,0 +1,136 @@
+"""Decode a clip's audio and video with PyAV, resampled to what an upstream asks for."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class MediaError(Exception):
+    """A clip that cannot be decoded; the message is recorded as the clip's failure reason."""
+
+
+@dataclass
+class Media:
+    audio: np.ndarray | None  # float32 [S], mono, at the requested sample rate
+    video: np.ndarray | None  # uint8 [T, H, W, 3] RGB, at the requested frame rate
+    sample_rate: int | None
+    fps: float | None
+
+
+def decode(
+    path: Path,
+    *,
+    sample_rate: int | None,
+    fps: float | None,
+    start: float = 0.0,
+    end: float | None = None,
+) -> Media:
+    """Decode [start, end) seconds of `path`; pass sample_rate / fps None to skip a stream.
+
+    Audio is downmixed to mono float32; video frames are picked by timestamp (nearest earlier
+    frame) on the grid start + k / fps, the way frame-rate conversion by repetition/dropping does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"missing file {path}")
+    if path.stat().st_size == 0:
+        raise MediaError("empty file (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise MediaError(f"cannot open media: {err}") from err
+    try:
+        with container:
+            return _decode(container, sample_rate, fps, start, end)
+    except av.FFmpegError as err:
+        raise MediaError(f"decoding failed: {err}") from err
+
+
+def _decode(container: av.container.InputContainer, sample_rate: int | None, fps: float | None, start: float, end: float | None) -> Media:
+    astream = container.streams.audio[0] if sample_rate and container.streams.audio else None
+    vstream = container.streams.video[0] if fps and container.streams.video else None
+    if sample_rate and astream is None:
+        raise MediaError("no audio stream")
+    if fps and vstream is None:
+        raise MediaError("no video stream")
+    streams = [s for s in (astream, vstream) if s is not None]
+    if start > 1.0:
+        container.seek(int((start - 1.0) * av.time_base), any_frame=False, backward=True)
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream else None
+    chunks: list[np.ndarray] = []
+    audio_t0: float | None = None
+    n_audio = 0
+    frames: list[tuple[float, av.VideoFrame]] = []
+    video_past_end = False
+    for packet in container.demux(*streams):
+        for frame in packet.decode():
+            if isinstance(frame, av.AudioFrame) and resampler is not None:
+                for out in resampler.resample(frame):
+                    if audio_t0 is None:
+                        audio_t0 = float(out.time) if out.time is not None else 0.0
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    n_audio += chunks[-1].size
+            elif isinstance(frame, av.VideoFrame):
+                t = float(frame.time) if frame.time is not None else len(frames) / float(vstream.average_rate or 25)
+                if end is not None and t >= end:
+                    video_past_end = True
+                    continue
+                if t < start - 0.5:  # before the range (after a seek); the grid needs none of these
+                    continue
+                frames.append((t, frame))
+        if end is not None:
+            audio_past_end = astream is None or (
+                audio_t0 is not None and audio_t0 + n_audio / sample_rate >= end + 0.1
+            )
+            if audio_past_end and (vstream is None or video_past_end):
+                break
+    if resampler is not None:
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+
+    audio = None
+    if astream is not None:
+        wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        first = int(round(((audio_t0 or 0.0) - start) * sample_rate))
+        if first > 0:  # stream starts late: pad the gap with silence
+            wave = np.concatenate([np.zeros(first, np.float32), wave])
+        else:
+            wave = wave[-first:]
+        if end is not None:
+            wave = wave[: int(round((end - start) * sample_rate))]
+        if wave.size == 0:
+            raise MediaError("no audio samples in the requested time range")
+        audio = wave.astype(np.float32, copy=False)
+
+    video = None
+    if vstream is not None:
+        video = _regrid(frames, fps, start, end)
+    return Media(audio, video, sample_rate if astream else None, fps if vstream else None)
+
+
+def _regrid(frames: list[tuple[float, av.VideoFrame]], fps: float, start: float, end: float | None) -> np.ndarray:
+    frames.sort(key=lambda tf: tf[0])
+    times = np.array([t for t, _ in frames])
+    if end is None:
+        end = (times[-1] + 1.0 / fps) if len(times) else start
+    n = int(round((end - start) * fps))
+    if n <= 0 or len(times) == 0 or times[-1] < start:
+        raise MediaError("no video frames in the requested time range")
+    grid = start + np.arange(n) / fps
+    # nearest earlier frame, with a little tolerance for timestamp rounding
+    idx = np.clip(np.searchsorted(times, grid + 0.25 / fps, side="right") - 1, 0, len(times) - 1)
+    picked: dict[int, np.ndarray] = {}
+    out = []
+    for i in idx:
+        if i not in picked:
+            picked[i] = frames[i][1].to_ndarray(format="rgb24")
+        out.append(picked[i])
+    return np.stack(out)

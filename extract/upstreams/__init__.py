@@ -1,0 +1,14 @@
+"""Upstream models, registered by name. Adding a model is adding one module here."""
+
+from avsuperb.extract.upstreams.base import (
+    REGISTRY,
+    TrackInfo,
+    Upstream,
+    UpstreamError,
+    available,
+    build,
+    register,
+)
+from avsuperb.extract.upstreams import fbank, hog  # noqa: F401  (register built-ins)
+
+__all__ = ["REGISTRY", "TrackInfo", "Upstream", "UpstreamError", "available", "build", "register"]

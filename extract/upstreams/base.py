@@ -1,0 +1,98 @@
+"""The upstream interface every model implements, and the registry that finds them by name."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+
+class UpstreamError(Exception):
+    """An upstream that cannot be built as asked (bad config, missing or wrong checkpoint)."""
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    num_layers: int
+    dim: int
+    frame_rate: float  # output frames per second
+
+
+class Upstream(ABC):
+    """A frozen model that turns decoded media into per-layer feature sequences per track.
+
+    Subclasses declare what to decode (`sample_rate`, `video_fps`; None = that stream is not
+    used) and which tracks they offer; `forward` returns, for one track, a list with one
+    [T, D] tensor per layer.
+    """
+
+    name: ClassVar[str]
+    sample_rate: ClassVar[int | None] = None
+    video_fps: ClassVar[float | None] = None
+
+    def __init__(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+
+    @property
+    @abstractmethod
+    def tracks(self) -> dict[str, TrackInfo]: ...
+
+    def config(self) -> dict[str, Any]:
+        """What, besides the name and checkpoint, fixes this upstream's output (stored in the store)."""
+        return {}
+
+    def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
+        """(sample_rate, fps) to decode for these tracks; None where a stream is not needed."""
+        return self.sample_rate, self.video_fps
+
+    @abstractmethod
+    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
+        """audio: float32 [S] mono; video: uint8 [T, H, W, 3]. Returns one [T', D] tensor per layer."""
+
+    @torch.inference_mode()
+    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Features of one clip for each track, stacked to [T, L, D] float32."""
+        a = torch.from_numpy(audio).to(self.device) if audio is not None else None
+        v = torch.from_numpy(video).to(self.device) if video is not None else None
+        out = {}
+        for track in tracks:
+            layers = self.forward(track, a, v)
+            out[track] = torch.stack([x.float() for x in layers], dim=1).cpu().numpy()
+        return out
+
+    def checkpoint_sha256(self) -> str | None:
+        if self.checkpoint is None:
+            return None
+        digest = hashlib.sha256()
+        with open(self.checkpoint, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+REGISTRY: dict[str, type[Upstream]] = {}
+
+
+def register(cls: type[Upstream]) -> type[Upstream]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def build(name: str, checkpoint: Path | None = None, device: str = "cpu") -> Upstream:
+    if name not in REGISTRY:
+        raise UpstreamError(f"unknown model {name!r}; choose one of: {', '.join(available())}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UpstreamError(f"--device {device} asked for, but torch sees no CUDA device here; use --device cpu")
+    return REGISTRY[name](checkpoint=checkpoint, device=device)
+
+

@@ -1,0 +1,193 @@
+"""Two storage backends behind one small interface: Zarr v3 (directory) and HDF5 (file).
+
+Arrays are addressed by slash paths ("audio/pooled") and written in whole row ranges; the
+writer decides row ranges so that one block of clips owns whole chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Mode = Literal["r", "a", "w"]
+SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked: missing, foreign, broken or of another version."""
+
+
+def backend_kind(path: Path) -> str:
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise StoreError(f"store path {path} must end in .zarr (Zarr v3) or .h5 (HDF5)")
+    return kind
+
+
+def open_backend(path: Path, mode: Mode) -> Backend:
+    """Open a store by its suffix; mode r (must exist), a (create or append), w (create new)."""
+    path = Path(path)
+    kind = backend_kind(path)
+    if mode == "r" and not path.exists():
+        raise StoreError(f"store {path} does not exist")
+    return ZarrBackend(path, mode) if kind == "zarr" else H5Backend(path, mode)
+
+
+class Backend(ABC):
+    kind: str
+
+    @abstractmethod
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
+        """Create an array whose chunks span `chunk_rows` rows and all other dimensions."""
+
+    @abstractmethod
+    def write(self, name: str, start: int, data: np.ndarray) -> None:
+        """Write rows start:start+len(data)."""
+
+    @abstractmethod
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray: ...
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def shape(self, name: str) -> tuple[int, ...]: ...
+
+    @abstractmethod
+    def get_attr(self, key: str) -> Any: ...
+
+    @abstractmethod
+    def set_attr(self, key: str, value: Any) -> None: ...
+
+    @abstractmethod
+    def del_attr(self, key: str) -> None: ...
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_str(dtype: Any) -> bool:
+    return dtype is str or np.dtype(dtype).kind in "UT"
+
+
+class ZarrBackend(Backend):
+    kind = "zarr"
+
+    def __init__(self, path: Path, mode: Mode) -> None:
+        import zarr
+
+        try:
+            self._group = zarr.open_group(str(path), mode="w-" if mode == "w" else mode)
+        except Exception as err:  # zarr raises several types for a foreign or broken directory
+            raise StoreError(f"{path} is not a readable Zarr v3 store ({type(err).__name__}: {err})") from err
+        if self._group.metadata.zarr_format != 3:
+            raise StoreError(f"{path} is a Zarr v{self._group.metadata.zarr_format} store; avsuperb writes v3")
+
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
+        chunks = (max(1, min(chunk_rows, shape[0] or 1)), *shape[1:])
+        if _is_str(dtype):
+            self._group.create_array(name, shape=shape, dtype=str, chunks=chunks)
+        else:
+            self._group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+
+    def write(self, name: str, start: int, data: np.ndarray) -> None:
+        self._group[name][start : start + len(data)] = data
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        arr = self._group[name]
+        if rows is None:
+            return np.asarray(arr[...])
+        if isinstance(rows, slice):
+            return np.asarray(arr[rows])
+        return np.asarray(arr.oindex[np.asarray(rows)])
+
+    def exists(self, name: str) -> bool:
+        return name in self._group
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._group[name].shape)
+
+    def get_attr(self, key: str) -> Any:
+        return self._group.attrs.get(key)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self._group.attrs[key] = value
+
+    def del_attr(self, key: str) -> None:
+        if key in self._group.attrs:
+            del self._group.attrs[key]
+
+
+class H5Backend(Backend):
+    """HDF5 keeps one writer at a time; attributes hold JSON text."""
+
+    kind = "hdf5"
+
+    def __init__(self, path: Path, mode: Mode) -> None:
+        import h5py
+
+        self._h5py = h5py
+        try:
+            self._file = h5py.File(path, {"r": "r", "a": "a", "w": "w-"}[mode])
+        except OSError as err:
+            raise StoreError(f"{path} is not a readable HDF5 store ({err})") from err
+
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
+        chunks = (max(1, min(chunk_rows, shape[0] or 1)), *shape[1:]) if shape[0] else None
+        if _is_str(dtype):
+            self._file.create_dataset(name, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)
+        else:
+            self._file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=0)
+
+    def write(self, name: str, start: int, data: np.ndarray) -> None:
+        ds = self._file[name]
+        if ds.dtype.kind == "O":
+            data = np.asarray(data, dtype=object)
+        ds[start : start + len(data)] = data
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        ds = self._file[name]
+        if ds.dtype.kind == "O":
+            ds = ds.asstr()
+        if rows is None:
+            return np.asarray(ds[()] if ds.shape == () else ds[...])
+        if isinstance(rows, slice):
+            return np.asarray(ds[rows])
+        rows = np.asarray(rows)
+        if len(rows) == 0:
+            return np.asarray(ds[0:0])
+        order = np.argsort(rows)  # h5py needs increasing indices
+        out = np.asarray(ds[rows[order]])
+        return out[np.argsort(order)]
+
+    def exists(self, name: str) -> bool:
+        return name in self._file
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._file[name].shape)
+
+    def get_attr(self, key: str) -> Any:
+        value = self._file.attrs.get(key)
+        return None if value is None else json.loads(value)
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self._file.attrs[key] = json.dumps(value)
+
+    def del_attr(self, key: str) -> None:
+        if key in self._file.attrs:
+            del self._file.attrs[key]
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.flush()
+            self._file.close()

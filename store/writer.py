@@ -1,0 +1,372 @@
+"""Write an extraction into a store, block by block, so that an interrupted run can resume.
+
+A block is a run of consecutive clips that owns whole chunks of every array (its frame
+region starts on a chunk boundary). A block is written in one go and its clips are marked
+done only after their data is stored; resuming re-extracts every clip not marked done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import socket
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avsuperb import __version__, schemas as S
+from avsuperb.store.backend import Backend, StoreError, backend_kind, open_backend
+from avsuperb.store.table import ClipTable
+
+log = logging.getLogger(__name__)
+
+BLOCK_BUDGET_BYTES = 256 << 20  # memory one block of buffered features may take
+MAX_BLOCK = 1024
+FRAME_CHUNK_BYTES = 4 << 20
+FRAME_SLACK = 2  # frames reserved beyond ceil(duration * frame_rate)
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    num_layers: int
+    dim: int
+    frame_rate: float
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def frame_capacity(durations: np.ndarray, frame_rate: float) -> np.ndarray:
+    return np.ceil(np.asarray(durations, dtype=np.float64) * frame_rate).astype(np.int64) + FRAME_SLACK
+
+
+def auto_block_size(table: ClipTable, tracks: dict[str, TrackSpec], frames: bool) -> int:
+    per_clip = 0.0
+    for spec in tracks.values():
+        per_clip += 2 * spec.num_layers * spec.dim * 4  # pooled + sumsq
+        if frames:
+            per_clip += float(frame_capacity(table.durations, spec.frame_rate).mean()) * spec.num_layers * spec.dim * 2
+    return int(max(1, min(MAX_BLOCK, BLOCK_BUDGET_BYTES // max(per_clip, 1.0))))
+
+
+def frame_chunk_rows(spec: TrackSpec) -> int:
+    return int(max(64, min(65536, FRAME_CHUNK_BYTES // (spec.num_layers * spec.dim * 2))))
+
+
+def frame_offsets(durations: np.ndarray, spec: TrackSpec, block_size: int) -> np.ndarray:
+    """Reserved slot starts [N + 1]; each block's slots start on a chunk boundary."""
+    cap = frame_capacity(durations, spec.frame_rate)
+    chunk = frame_chunk_rows(spec)
+    offsets = np.zeros(len(cap) + 1, dtype=np.int64)
+    pos = 0
+    for i, c in enumerate(cap):
+        if i % block_size == 0:
+            pos = math.ceil(pos / chunk) * chunk
+        offsets[i] = pos
+        pos += int(c)
+    offsets[-1] = pos
+    return offsets
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreWriter:
+    """Buffers finished clips per block and writes each block when all its pending clips are in."""
+
+    def __init__(self, backend: Backend, path: Path, table: ClipTable) -> None:
+        self.backend = backend
+        self.path = path
+        self.table = table
+        self.attrs: dict[str, Any] = backend.get_attr(S.ROOT_ATTR)
+        self.tracks = {t: TrackSpec(**v) for t, v in self.attrs["tracks"].items()}
+        self.frames = bool(self.attrs["frames"])
+        self.block_size = int(self.attrs["block_size"])
+        self.offsets = {t: backend.read(S.offsets_path(t)) for t in self.tracks} if self.frames else {}
+        self.status = backend.read(S.CLIP_STATUS).astype(np.int8)
+        self._buffer: dict[int, dict[int, tuple[str, Any]]] = {}
+        self._expected: dict[int, set[int]] = {}
+        self.written = 0
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        upstream: dict[str, Any],
+        dataset: dict[str, Any],
+        tracks: dict[str, TrackSpec],
+        frames: bool,
+        table: ClipTable,
+        block_size: int | None = None,
+    ) -> StoreWriter:
+        """Create the store, or reopen it to resume if it was made by the same run description."""
+        path = Path(path)
+        kind = backend_kind(path)
+        wanted = {
+            "upstream": upstream,
+            "dataset": dataset,
+            "tracks": {t: asdict(s) for t, s in tracks.items()},
+            "frames": frames,
+            "labels": {name: col.spec() for name, col in table.labels.items()},
+            "num_clips": len(table),
+        }
+        if not path.exists():
+            cls._create(path, kind, wanted, table, block_size or auto_block_size(table, tracks, frames))
+        backend = open_backend(path, "a")
+        try:
+            attrs = backend.get_attr(S.ROOT_ATTR)
+            if attrs is None:
+                raise StoreError(f"{path} exists but is not an avsuperb store; choose another --out")
+            _check_same(path, attrs, wanted)
+            if list(backend.read(S.CLIP_ID)) != list(table.ids):
+                raise StoreError(f"{path} holds another clip list than dataset {dataset['name']!r} gives now")
+            _take_writer_lock(backend, path)
+        except BaseException:
+            backend.close()
+            raise
+        return cls(backend, path, table)
+
+    @staticmethod
+    def _create(path: Path, kind: str, wanted: dict[str, Any], table: ClipTable, block_size: int) -> None:
+        """Lay out every array in a temporary sibling, then move it into place in one rename."""
+        tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        n = len(table)
+        b = open_backend(tmp, "w")
+        try:
+            b.create(S.CLIP_ID, (n,), str, block_size)
+            b.write(S.CLIP_ID, 0, np.asarray(table.ids, dtype=object))
+            b.create(S.CLIP_SPLIT, (n,), str, block_size)
+            b.write(S.CLIP_SPLIT, 0, np.asarray(table.splits, dtype=object))
+            b.create(S.CLIP_DURATION, (n,), np.float64, block_size)
+            b.write(S.CLIP_DURATION, 0, np.asarray(table.durations, dtype=np.float64))
+            b.create(S.CLIP_STATUS, (n,), np.int8, block_size)
+            b.create(S.CLIP_REASON, (n,), str, block_size)
+            b.write(S.CLIP_REASON, 0, np.asarray([""] * n, dtype=object))
+            for name, col in table.labels.items():
+                dtype = str if col.kind == "text" else col.values.dtype
+                b.create(S.label_path(name), col.values.shape, dtype, block_size)
+                b.write(S.label_path(name), 0, col.values)
+            if table.trials is not None:
+                b.create(S.TRIALS, table.trials.shape, np.int64, max(1, len(table.trials)))
+                b.write(S.TRIALS, 0, np.asarray(table.trials, dtype=np.int64))
+            for track, spec in wanted["tracks"].items():
+                L, D = spec["num_layers"], spec["dim"]
+                b.create(S.pooled_path(track), (n, L, D), np.float32, block_size)
+                b.create(S.clip_stat_path(track, "l2"), (n, L), np.float64, block_size)
+                b.create(S.clip_stat_path(track, "sumsq"), (n, L, D), np.float64, block_size)
+                b.create(S.lengths_path(track), (n,), np.int64, block_size)
+                if wanted["frames"]:
+                    ts = TrackSpec(**spec)
+                    offsets = frame_offsets(table.durations, ts, block_size)
+                    b.create(S.offsets_path(track), (n + 1,), np.int64, n + 1)
+                    b.write(S.offsets_path(track), 0, offsets)
+                    b.create(S.frames_path(track), (int(offsets[-1]), L, D), np.float16, frame_chunk_rows(ts))
+            stamp = now()
+            attrs = {
+                "schema_version": S.STORE_SCHEMA_VERSION,
+                "software_version": __version__,
+                "created": stamp,
+                "updated": stamp,
+                "backend": kind,
+                **wanted,
+                "trials": table.trials is not None,
+                "block_size": block_size,
+                "complete": False,
+            }
+            S.validate("store", attrs)
+            b.set_attr(S.ROOT_ATTR, attrs)  # last: a store without it is not a store
+        finally:
+            b.close()
+        os.replace(tmp, path)
+        log.info("created %s store %s: %d clips, block size %d", kind, path, n, block_size)
+
+    # -- progress -----------------------------------------------------------------------------
+    def pending(self) -> list[int]:
+        """Clips still to extract: every clip not marked done (failed ones are retried)."""
+        return [int(i) for i in np.flatnonzero(self.status != S.STATUS_DONE)]
+
+    def plan(self, rows: list[int]) -> None:
+        """Declare the clips this run will hand in, so each block is written when its last one is."""
+        for row in rows:
+            self._expected.setdefault(row // self.block_size, set()).add(row)
+
+    def put(self, row: int, features: dict[str, np.ndarray]) -> None:
+        """Hand in one clip's features: per track an array [T, L, D]."""
+        for track, spec in self.tracks.items():
+            x = features[track]
+            if x.ndim != 3 or x.shape[1:] != (spec.num_layers, spec.dim):
+                raise ValueError(f"track {track}: got features {x.shape}, expected [T, {spec.num_layers}, {spec.dim}]")
+            if x.shape[0] == 0:
+                raise ValueError(f"track {track}: no frames")
+            if self.frames:
+                cap = int(self.offsets[track][row + 1] - self.offsets[track][row])
+                if x.shape[0] > cap:
+                    raise ValueError(f"track {track}: {x.shape[0]} frames exceed the {cap} reserved for a {self.table.durations[row]:.2f} s clip")
+        self._add(row, ("done", features))
+
+    def fail(self, row: int, reason: str) -> None:
+        self._add(row, ("failed", reason))
+
+    def _add(self, row: int, entry: tuple[str, Any]) -> None:
+        block = row // self.block_size
+        self._buffer.setdefault(block, {})[row] = entry
+        expected = self._expected.get(block)
+        if expected is None or expected <= self._buffer[block].keys():
+            self._flush_block(block)
+
+    def flush(self) -> None:
+        """Write every buffered clip now (on interruption, so that no finished clip is lost)."""
+        for block in sorted(self._buffer):
+            self._flush_block(block)
+
+    def _flush_block(self, block: int) -> None:
+        entries = self._buffer.pop(block, {})
+        if not entries:
+            return
+        b = self.backend
+        lo = block * self.block_size
+        hi = min(lo + self.block_size, len(self.table))
+        keep = [r for r in range(lo, hi) if r not in entries and self.status[r] == S.STATUS_DONE]
+
+        def region(name: str, start: int, stop: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            # Rows already done in this block are read back so the block is written whole.
+            return b.read(name, slice(start, stop)) if keep else np.zeros((stop - start, *shape), dtype)
+
+        for track, spec in self.tracks.items():
+            L, D = spec.num_layers, spec.dim
+            pooled = region(S.pooled_path(track), lo, hi, (L, D), np.float32)
+            l2 = region(S.clip_stat_path(track, "l2"), lo, hi, (L,), np.float64)
+            sumsq = region(S.clip_stat_path(track, "sumsq"), lo, hi, (L, D), np.float64)
+            lengths = region(S.lengths_path(track), lo, hi, (), np.int64)
+            if self.frames:
+                off = self.offsets[track]
+                f0, f1 = int(off[lo]), int(off[hi])
+                frames = region(S.frames_path(track), f0, f1, (L, D), np.float16)
+            for row, (state, payload) in entries.items():
+                i = row - lo
+                if state != "done":
+                    pooled[i], l2[i], sumsq[i], lengths[i] = 0, 0, 0, 0
+                    continue
+                x = np.asarray(payload[track], dtype=np.float32)
+                x64 = x.astype(np.float64)
+                pooled[i] = x64.mean(axis=0)
+                l2[i] = np.linalg.norm(x64, axis=2).sum(axis=0)
+                sumsq[i] = np.square(x64).sum(axis=0)
+                lengths[i] = len(x)
+                if self.frames:
+                    s = int(off[row]) - f0
+                    frames[s : s + len(x)] = x.astype(np.float16)
+            b.write(S.pooled_path(track), lo, pooled)
+            b.write(S.clip_stat_path(track, "l2"), lo, l2)
+            b.write(S.clip_stat_path(track, "sumsq"), lo, sumsq)
+            b.write(S.lengths_path(track), lo, lengths)
+            if self.frames:
+                b.write(S.frames_path(track), f0, frames)
+        reasons = b.read(S.CLIP_REASON, slice(lo, hi)).astype(object)
+        status = self.status[lo:hi].copy()
+        for row, (state, payload) in entries.items():
+            status[row - lo] = S.STATUS_DONE if state == "done" else S.STATUS_FAILED
+            reasons[row - lo] = "" if state == "done" else str(payload)
+        b.write(S.CLIP_REASON, lo, reasons)
+        b.write(S.CLIP_STATUS, lo, status)  # last: the clips count as done from here on
+        self.status[lo:hi] = status
+        self.written += len(entries)
+
+    # -- closing ------------------------------------------------------------------------------
+    def finalize(self) -> None:
+        """Flush, and once no clip is pending, reduce train-split statistics and mark complete."""
+        self.flush()
+        self.attrs["updated"] = now()
+        if not np.any(self.status == S.STATUS_PENDING):
+            self._write_stats()
+            self.attrs["complete"] = True
+        self.backend.set_attr(S.ROOT_ATTR, self.attrs)
+
+    def _write_stats(self) -> None:
+        rows = np.flatnonzero((np.asarray(self.table.splits) == "train") & (self.status == S.STATUS_DONE))
+        b = self.backend
+        for track, spec in self.tracks.items():
+            L, D = spec.num_layers, spec.dim
+            count = 0
+            l2 = np.zeros(L)
+            total = np.zeros((L, D))
+            sumsq = np.zeros((L, D))
+            for start in range(0, len(rows), self.block_size):
+                part = rows[start : start + self.block_size]
+                n = b.read(S.lengths_path(track), part).astype(np.float64)
+                count += int(n.sum())
+                l2 += b.read(S.clip_stat_path(track, "l2"), part).sum(axis=0)
+                total += np.einsum("n,nld->ld", n, b.read(S.pooled_path(track), part).astype(np.float64))
+                sumsq += b.read(S.clip_stat_path(track, "sumsq"), part).sum(axis=0)
+            stats = {
+                "count": np.array([count], dtype=np.int64),
+                "l2_sum": l2,
+                "l2_mean": l2 / max(count, 1),
+                "sum": total,
+                "sumsq": sumsq,
+            }
+            for name, value in stats.items():
+                p = S.stats_path(track, name)
+                if not b.exists(p):
+                    b.create(p, value.shape, value.dtype, max(1, value.shape[0]))
+                b.write(p, 0, value)
+
+    def close(self) -> None:
+        try:
+            self.backend.del_attr(S.WRITER_ATTR)
+        finally:
+            self.backend.close()
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "done": int(np.sum(self.status == S.STATUS_DONE)),
+            "failed": int(np.sum(self.status == S.STATUS_FAILED)),
+            "pending": int(np.sum(self.status == S.STATUS_PENDING)),
+        }
+
+
+def _check_same(path: Path, attrs: dict[str, Any], wanted: dict[str, Any]) -> None:
+    version = attrs.get("schema_version")
+    if version != S.STORE_SCHEMA_VERSION:
+        raise StoreError(f"{path} has store schema version {version}; this avsuperb writes version {S.STORE_SCHEMA_VERSION}")
+    for key, value in wanted.items():
+        have = attrs.get(key)
+        if key == "dataset" and isinstance(have, dict):  # the same data may have moved
+            have, value = {**have, "root": None}, {**value, "root": None}
+        if have != value:
+            have, want = _describe(key, have), _describe(key, value)
+            raise StoreError(f"{path} was made with {key} {have}, this run asks for {want}; use another --out or delete the store")
+
+
+def _describe(key: str, value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return repr(value["name"]) + ("" if key != "upstream" else f" (config {value.get('config')}, checkpoint {value.get('checkpoint_sha256')})")
+    return repr(value)
+
+
+def _take_writer_lock(backend: Backend, path: Path) -> None:
+    holder = backend.get_attr(S.WRITER_ATTR)
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    if holder and holder != me:
+        pid, _, host = str(holder).partition("@")
+        if host != socket.gethostname() or _pid_alive(int(pid)):
+            raise StoreError(f"{path} is being written by process {holder}; wait for it or stop it first")
+        log.info("taking over %s from process %s, which is gone", path, holder)
+    backend.set_attr(S.WRITER_ATTR, me)
