@@ -107,17 +107,16 @@ def run_probe(
     y = torch.from_numpy(y_all)
     num_layers, dim, num_classes = x.shape[1], x.shape[2], len(col.classes)
 
-    def score(head: nn.Module, part: np.ndarray) -> float:
-        with torch.no_grad():
-            pred = head(x[part]).argmax(dim=-1).numpy()
-        return metrics.accuracy(y_all[part], pred)
+    def accuracy(outputs: torch.Tensor, part: np.ndarray) -> float:
+        return metrics.accuracy(y_all[part], outputs.argmax(dim=-1).numpy())
 
+    torch.manual_seed(cfg.seed)
     sweep = train_sweep(
-        make_head=lambda: PooledUtteranceHead(num_layers, dim, num_classes, cfg.hidden),
+        template=PooledUtteranceHead(num_layers, dim, num_classes, cfg.hidden),
         x_train=x[rows["train"]],
         y_train=y[rows["train"]],
-        x_dev=rows["dev"],
-        dev_score=score,
+        x_dev=x[rows["dev"]],
+        dev_score=lambda out: accuracy(out, rows["dev"]),
         loss_fn=nn.functional.cross_entropy,
         cfg=cfg,
         progress=progress,
@@ -125,7 +124,8 @@ def run_probe(
     )
     if not np.isfinite(sweep.chosen.best_dev):
         raise TaskError(f"training diverged at every learning rate ({', '.join(map(str, cfg.lrs))})")
-    test = score(sweep.head, rows["test"])
+    with torch.no_grad():
+        test = accuracy(sweep.head(x[rows["test"]]), rows["test"])
     result = {
         "schema_version": S.RESULT_SCHEMA_VERSION,
         "software_version": __version__,

@@ -1,0 +1,228 @@
+"""Store round trips on both backends, resume bookkeeping, and refusal of broken stores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from avsuperb import schemas as S
+from avsuperb.store import StoreError, open_backend
+from avsuperb.store.reader import StoreReader
+from avsuperb.store.table import ClipTable, LabelColumn
+from avsuperb.store.writer import StoreWriter, TrackSpec
+
+TRACKS = {"audio": TrackSpec(3, 5, 100.0), "video": TrackSpec(2, 4, 25.0)}
+
+
+def make_table(n=11):
+    rng = np.random.default_rng(0)
+    splits = ["train"] * 7 + ["dev"] * 2 + ["test"] * 2
+    return ClipTable(
+        ids=[f"c{i:03d}" for i in range(n)],
+        splits=splits[:n],
+        durations=rng.uniform(0.2, 0.5, n),
+        labels={
+            "emotion": LabelColumn.encode("class", [["neu", "hap"][i % 2] for i in range(n)], ("neu", "hap")),
+            "events": LabelColumn.encode("multi", [["a"] if i % 3 else ["a", "b"] for i in range(n)], ("a", "b", "c")),
+            "transcript": LabelColumn.encode("text", [f"WORD {i}" for i in range(n)]),
+        },
+        trials=np.array([[0, 1, 1], [2, 3, 0]]),
+    )
+
+
+def features(table, row):
+    rng = np.random.default_rng(row)
+    out = {}
+    for track, spec in TRACKS.items():
+        t = int(np.floor(table.durations[row] * spec.frame_rate))
+        out[track] = rng.standard_normal((t, spec.num_layers, spec.dim)).astype(np.float32)
+    return out
+
+
+def open_writer(path, table, **kw):
+    return StoreWriter.open(
+        path,
+        upstream={"name": "toy", "config": {"k": 1}, "checkpoint_sha256": None},
+        dataset={"name": "toyset", "root": "/data", "manifest_sha256": "0" * 64},
+        tracks=TRACKS,
+        frames=True,
+        table=table,
+        block_size=kw.pop("block_size", 4),
+        **kw,
+    )
+
+
+def write_all(path, table, rows=None):
+    w = open_writer(path, table)
+    rows = list(range(len(table))) if rows is None else rows
+    w.plan(rows)
+    for r in rows:
+        w.put(r, features(table, r))
+    w.finalize()
+    w.close()
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_round_trip(tmp_path, suffix):
+    table = make_table()
+    path = tmp_path / f"s{suffix}"
+    write_all(path, table)
+    with StoreReader(path) as r:
+        assert r.attrs["complete"] and r.attrs["backend"] == ("zarr" if suffix == ".zarr" else "hdf5")
+        back = r.table()
+        assert back.ids == table.ids and back.splits == table.splits
+        np.testing.assert_array_equal(back.labels["emotion"].values, table.labels["emotion"].values)
+        np.testing.assert_array_equal(back.labels["events"].values, table.labels["events"].values)
+        assert list(back.labels["transcript"].values) == list(table.labels["transcript"].values)
+        np.testing.assert_array_equal(back.trials, table.trials)
+        assert (r.status() == S.STATUS_DONE).all()
+        train = [i for i, s in enumerate(table.splits) if s == "train"]
+        for track, spec in TRACKS.items():
+            pooled = r.pooled(track)
+            assert pooled.shape == (len(table), spec.num_layers, spec.dim) and pooled.dtype == np.float32
+            allx = []
+            for row in range(len(table)):
+                x = features(table, row)[track]
+                np.testing.assert_allclose(pooled[row], x.mean(axis=0), rtol=1e-6, atol=1e-6)
+                np.testing.assert_allclose(r.frames(track, row), x.astype(np.float16))
+                if row in train:
+                    allx.append(x.astype(np.float64))
+            x = np.concatenate(allx)
+            st = r.stats(track)
+            assert st["count"][0] == len(x)
+            np.testing.assert_allclose(st["l2_mean"], np.linalg.norm(x, axis=2).mean(axis=0), rtol=1e-6)
+            np.testing.assert_allclose(st["sum"], x.sum(axis=0), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(st["sumsq"], (x**2).sum(axis=0), rtol=1e-6)
+
+
+def test_frame_slots_of_each_block_start_on_a_chunk_boundary(tmp_path):
+    from avsuperb.store.writer import frame_chunk_rows
+
+    table = make_table()
+    write_all(tmp_path / "s.zarr", table)
+    b = open_backend(tmp_path / "s.zarr", "r")
+    for track, spec in TRACKS.items():
+        off = b.read(S.offsets_path(track))
+        assert all(off[i] % frame_chunk_rows(spec) == 0 for i in range(0, len(table), 4))
+        assert (np.diff(off) >= 0).all()
+
+
+def test_partial_run_resumes_to_the_same_arrays(tmp_path):
+    table = make_table()
+    write_all(tmp_path / "full.zarr", table)
+    part = tmp_path / "part.zarr"
+    w = open_writer(part, table)
+    w.plan(list(range(len(table))))
+    for r in range(6):  # block 0 complete, block 1 half done and never flushed
+        w.put(r, features(table, r))
+    w.backend.close()  # as if killed: no flush, no finalize
+    w = open_writer(part, table)
+    assert w.pending() == list(range(4, len(table)))
+    w.close()
+    write_all(part, table, rows=list(range(4, len(table))))
+    a, b = open_backend(tmp_path / "full.zarr", "r"), open_backend(part, "r")
+    for name in [S.CLIP_STATUS, S.pooled_path("audio"), S.frames_path("video"), S.lengths_path("audio"), S.stats_path("audio", "sumsq")]:
+        np.testing.assert_array_equal(a.read(name), b.read(name))
+
+
+def test_failed_clips_are_recorded_and_retried(tmp_path):
+    table = make_table()
+    path = tmp_path / "s.zarr"
+    w = open_writer(path, table)
+    w.plan(list(range(len(table))))
+    for r in range(len(table)):
+        w.fail(r, "broken file") if r == 5 else w.put(r, features(table, r))
+    w.finalize()
+    assert w.summary() == {"done": 10, "failed": 1, "pending": 0}
+    w.close()
+    b = open_backend(path, "r")
+    assert b.read(S.CLIP_REASON)[5] == "broken file" and b.read(S.CLIP_STATUS)[5] == S.STATUS_FAILED
+    b.close()
+    w = open_writer(path, table)
+    assert w.pending() == [5]
+    w.plan([5])
+    w.put(5, features(table, 5))
+    w.finalize()
+    w.close()
+    with StoreReader(path) as r:
+        np.testing.assert_allclose(r.pooled("audio")[5], features(table, 5)["audio"].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r.pooled("audio")[4], features(table, 4)["audio"].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_store_of_another_run_is_refused(tmp_path):
+    table = make_table()
+    path = tmp_path / "s.zarr"
+    write_all(path, table)
+    with pytest.raises(StoreError, match="upstream 'toy'.*'other'"):
+        StoreWriter.open(
+            path, upstream={"name": "other", "config": {}, "checkpoint_sha256": None},
+            dataset={"name": "toyset", "root": "/data", "manifest_sha256": "0" * 64},
+            tracks=TRACKS, frames=True, table=table,
+        )
+    with pytest.raises(StoreError, match="dataset"):
+        StoreWriter.open(
+            path, upstream={"name": "toy", "config": {"k": 1}, "checkpoint_sha256": None},
+            dataset={"name": "toyset", "root": "/data", "manifest_sha256": "1" * 64},
+            tracks=TRACKS, frames=True, table=table,
+        )
+
+
+def test_too_many_frames_for_the_reserved_slot_is_an_error(tmp_path):
+    table = make_table()
+    w = open_writer(tmp_path / "s.zarr", table)
+    x = features(table, 0)
+    x["audio"] = np.zeros((1000, 3, 5), np.float32)
+    with pytest.raises(ValueError, match="exceed"):
+        w.put(0, x)
+    w.close()
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_reader_refuses_broken_stores(tmp_path, suffix):
+    table = make_table()
+    path = tmp_path / f"s{suffix}"
+    write_all(path, table)
+
+    b = open_backend(path, "a")
+    attrs = b.get_attr(S.ROOT_ATTR)
+    b.set_attr(S.ROOT_ATTR, {**attrs, "schema_version": S.STORE_SCHEMA_VERSION + 1})
+    b.close()
+    with pytest.raises(StoreError, match="newer"):
+        StoreReader(path)
+
+    b = open_backend(path, "a")
+    b.set_attr(S.ROOT_ATTR, {**attrs, "tracks": {"audio": {"num_layers": 0, "dim": 5, "frame_rate": 100.0}}})
+    b.close()
+    with pytest.raises(StoreError, match="invalid store attributes"):
+        StoreReader(path)
+
+    b = open_backend(path, "a")
+    b.del_attr(S.ROOT_ATTR)
+    b.close()
+    with pytest.raises(StoreError, match="not an avsuperb store"):
+        StoreReader(path)
+
+
+def test_reader_refuses_a_store_missing_an_array(tmp_path):
+    import shutil
+
+    path = tmp_path / "s.zarr"
+    write_all(path, make_table())
+    shutil.rmtree(path / "audio" / "pooled")
+    with pytest.raises(StoreError, match="missing array 'audio/pooled'"):
+        StoreReader(path)
+
+
+def test_schema_rejects_broken_attributes():
+    assert S.validation_error("store", {"schema_version": 1}) is not None
+    good = {
+        "schema_version": 1, "software_version": "0", "created": "x", "updated": "x", "backend": "zarr",
+        "upstream": {"name": "u", "config": {}, "checkpoint_sha256": None},
+        "dataset": {"name": "d", "root": "/", "manifest_sha256": "a" * 64},
+        "tracks": {"audio": {"num_layers": 1, "dim": 2, "frame_rate": 10}},
+        "frames": False, "labels": {"e": {"kind": "class", "classes": ["a"]}}, "block_size": 4, "num_clips": 1, "complete": True,
+    }
+    assert S.validation_error("store", good) is None
+    assert "kind" in S.validation_error("store", {**good, "labels": {"e": {"kind": "nope"}}})
+    assert S.validation_error("store", {**good, "tracks": {"smell": good["tracks"]["audio"]}}) is not None
+    assert S.validation_error("store", json.loads(json.dumps({**good, "upstream": {"name": "u", "config": {}, "checkpoint_sha256": "xyz"}}))) is not None
