@@ -1,0 +1,81 @@
+"""PyAV decoding: lengths, time ranges, frame-rate conversion and clear failures."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from avsuperb.extract.media import MediaError, decode
+
+
+def write_clip(path, seconds=2.0, fps=25, sr=16000, audio=True, video=True):
+    """Video frame k is uniformly grey with value 4k; audio is a 440 Hz tone."""
+    with av.open(str(path), "w") as out:
+        if video:
+            vs = out.add_stream("mpeg4", rate=fps)
+            vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+            vs.options = {"qscale": "1"}
+        if audio:
+            a = out.add_stream("alac", rate=sr, layout="mono")
+        if video:
+            for k in range(int(round(seconds * fps))):
+                img = np.full((48, 64, 3), min(4 * k, 255), np.uint8)
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = k
+                frame.time_base = Fraction(1, fps)
+                out.mux(vs.encode(frame))
+            out.mux(vs.encode(None))
+        if audio:
+            n = int(seconds * sr)
+            wave = (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / sr) * 32767).astype(np.int16)
+            for start in range(0, n, 4096):
+                chunk = wave[start : start + 4096]
+                frame = av.AudioFrame.from_ndarray(chunk[None], format="s16p", layout="mono")
+                frame.sample_rate, frame.pts = sr, start
+                frame.time_base = Fraction(1, sr)
+                out.mux(a.encode(frame))
+            out.mux(a.encode(None))
+    return path
+
+
+def test_whole_clip_lengths(tmp_path):
+    m = decode(write_clip(tmp_path / "c.mp4"), sample_rate=16000, fps=25, start=0.0, end=2.0)
+    assert m.audio.dtype == np.float32 and abs(len(m.audio) - 32000) <= 1
+    assert m.video.shape == (50, 48, 64, 3) and m.video.dtype == np.uint8
+    assert np.abs(m.audio).max() == pytest.approx(0.5, abs=0.01)
+
+
+def test_time_range_is_cut_from_both_streams(tmp_path):
+    m = decode(write_clip(tmp_path / "c.mp4"), sample_rate=16000, fps=25, start=0.8, end=1.4)
+    assert len(m.audio) == int(round(0.6 * 16000))
+    assert len(m.video) == 15
+    assert abs(int(m.video[0].mean()) - 4 * 20) <= 3  # frame 20 is at 0.8 s
+
+
+def test_frame_rate_conversion_and_audio_resampling(tmp_path):
+    m = decode(write_clip(tmp_path / "c.mp4", fps=30), sample_rate=8000, fps=25, start=0.0, end=2.0)
+    assert len(m.video) == 50 and abs(len(m.audio) - 16000) <= 1
+    grey = m.video[:, 0, 0, 0].astype(int)
+    assert (np.diff(grey) >= -2).all()  # time runs forward
+
+
+def test_only_requested_streams_are_decoded(tmp_path):
+    m = decode(write_clip(tmp_path / "c.mp4"), sample_rate=16000, fps=None, start=0.0, end=2.0)
+    assert m.video is None and m.audio is not None
+
+
+@pytest.mark.parametrize(
+    "make, sr, fps, message",
+    [
+        (lambda p: p, 16000, 25, "missing file"),
+        (lambda p: (p.write_bytes(b""), p)[1], 16000, 25, "empty file"),
+        (lambda p: (p.write_bytes(b"not a video at all" * 100), p)[1], 16000, 25, "cannot open media"),
+        (lambda p: write_clip(p, audio=False), 16000, 25, "no audio stream"),
+        (lambda p: write_clip(p, video=False), None, 25, "no video stream"),
+    ],
+)
+def test_failures_are_media_errors(tmp_path, make, sr, fps, message):
+    path = make(tmp_path / "bad.mp4")
+    with pytest.raises(MediaError, match=message):
+        decode(path, sample_rate=sr, fps=fps, start=0.0, end=1.0)
