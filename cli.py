@@ -99,7 +99,9 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
                 device: str, frames: bool | None, block_size: int | None, no_progress: bool, verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
 
-    Example: avsuperb-extract --model fbank --dataset synthetic --out fbank-synthetic.zarr
+    \b
+    Example:
+      avsuperb-extract --model fbank --dataset synthetic --out fbank-synthetic.zarr
     """
     _logging(verbose)
     from avsuperb.extract.run import ExtractOptions, run_extraction
@@ -132,7 +134,10 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
     """Train the task's head on the store's layers, sweeping learning rates 1e-1 ... 1e-5.
 
     The rate is chosen on dev and the test score is that rate's. Writes result.json and prints a table.
-    Example: avsuperb-probe --cache fbank-synthetic.zarr --task er
+
+    \b
+    Example:
+      avsuperb-probe --cache fbank-synthetic.zarr --task er
     """
     _logging(verbose)
     from avsuperb.probe import tasks
