@@ -141,10 +141,11 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
     """
     _logging(verbose)
     from avsuperb.probe import tasks
+
+    spec = tasks.get(task)  # cheap checks first: the import below loads torch
+    cfg = spec.config.override(list(overrides))
     from avsuperb.probe.run import open_for_task, resolve_tracks, run_probe
 
-    spec = tasks.get(task)
-    cfg = spec.config.override(list(overrides))
     reader = open_for_task(cache, spec)
     try:
         chosen = resolve_tracks(reader, track)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,20 +56,33 @@ class Summary:
         )
 
 
-class Interrupted(Exception):
-    pass
+class StopRequest:
+    """SIGTERM and a first Ctrl-C only ask the loop to stop between clips, never inside a store
+    write; a second Ctrl-C interrupts at once."""
 
+    def __init__(self) -> None:
+        self.signal: str | None = None
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+    def __bool__(self) -> bool:
+        return self.signal is not None
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        log.warning("%s received: stopping after the current clip (Ctrl-C again to stop at once)", self.signal)
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def run_extraction(opts: ExtractOptions) -> Summary:
@@ -101,9 +115,11 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         writer.plan(todo)
         if len(todo) < len(index.clips):
             log.info("resuming: %d of %d clips already done", len(index.clips) - len(todo), len(index.clips))
-        with _sigterm_as_interrupt():
+        with StopRequest().installed() as stop:
             try:
                 for row in tqdm(todo, desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress):
+                    if stop:
+                        break
                     clip = index.clips[row]
                     try:
                         media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration)
@@ -112,9 +128,11 @@ def run_extraction(opts: ExtractOptions) -> Summary:
                     except (MediaError, ValueError, RuntimeError) as err:
                         log.warning("clip %s failed: %s", clip.id, err)
                         writer.fail(row, str(err) or type(err).__name__)
-            except (KeyboardInterrupt, Interrupted) as err:
-                interrupted = True
-                log.warning("interrupted (%s): writing what is finished", type(err).__name__ if isinstance(err, KeyboardInterrupt) else err)
+            except KeyboardInterrupt:
+                stop.signal = stop.signal or "SIGINT"
+            interrupted = bool(stop)
+            if interrupted:
+                log.warning("interrupted (%s): writing the clips that are finished", stop.signal)
         writer.finalize()
     finally:
         writer.close()

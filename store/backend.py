@@ -24,7 +24,7 @@ class StoreError(Exception):
 def backend_kind(path: Path) -> str:
     kind = SUFFIXES.get(Path(path).suffix.lower())
     if kind is None:
-        raise StoreError(f"store path {path} must end in .zarr (Zarr v3) or .h5 (HDF5)")
+        raise StoreError(f"store path {path} must end in .zarr (Zarr v3) or .h5 / .hdf5 (HDF5)")
     return kind
 
 

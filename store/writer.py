@@ -144,9 +144,11 @@ class StoreWriter:
     @staticmethod
     def _create(path: Path, kind: str, wanted: dict[str, Any], table: ClipTable, block_size: int) -> None:
         """Lay out every array in a temporary sibling, then move it into place in one rename."""
+        for stale in path.parent.glob(f".{path.stem}.partial-*{path.suffix}"):
+            pid = stale.name[len(path.stem) + 10 : -len(path.suffix)]
+            if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
         n = len(table)
         b = open_backend(tmp, "w")
         try:
@@ -237,8 +239,9 @@ class StoreWriter:
             self._flush_block(block)
 
     def _flush_block(self, block: int) -> None:
-        entries = self._buffer.pop(block, {})
+        entries = self._buffer.get(block)
         if not entries:
+            self._buffer.pop(block, None)
             return
         b = self.backend
         lo = block * self.block_size
@@ -288,6 +291,7 @@ class StoreWriter:
         b.write(S.CLIP_STATUS, lo, status)  # last: the clips count as done from here on
         self.status[lo:hi] = status
         self.written += len(entries)
+        del self._buffer[block]  # only now: an interrupted write is redone by flush()
 
     # -- closing ------------------------------------------------------------------------------
     def finalize(self) -> None:

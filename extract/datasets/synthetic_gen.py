@@ -44,15 +44,15 @@ SPEAKERS = tuple(f"spk{i:02d}" for i in range(N_SPEAKERS))
 # Fixed per-character table: grid cell (F1 level, F2 level) -> formants and mouth opening.
 _F1 = np.array([300.0, 430.0, 570.0, 720.0, 880.0])
 _F2 = np.array([950.0, 1250.0, 1550.0, 1870.0, 2220.0, 2600.0])
-_MOUTH_H = np.array([4.0, 7.0, 10.0, 13.0, 16.0])  # full opening height (px at size 128)
+_MOUTH_H = np.array([6.0, 9.0, 12.0, 15.0, 18.0])  # full opening height (px at size 128)
 _MOUTH_W = np.array([18.0, 22.0, 26.0, 30.0, 34.0, 38.0])  # full width (px at size 128)
 _CELLS = np.random.default_rng(0x5EED).permutation(30)[: len(CHARS)]
 CHAR_TABLE: dict[str, tuple[float, float, float, float]] = {
     c: (_F1[k // 6], _F2[k % 6], _MOUTH_H[k // 6], _MOUTH_W[k % 6]) for c, k in zip(CHARS, _CELLS)
 }
 # emotion -> (pitch factor, contour slope over utterance, amplitude, spectral tilt exponent)
-_EMO = {"neu": (1.0, 0.0, 1.0, 0.0), "hap": (1.3, 0.5, 1.0, 0.0),
-        "ang": (1.15, 0.0, 2.0, 0.8), "sad": (0.8, -0.4, 0.5, -0.8)}
+_EMO = {"neu": (1.0, 0.0, 1.0, 0.0), "hap": (1.3, 0.5, 1.3, 0.45),
+        "ang": (1.15, 0.0, 2.0, 1.1), "sad": (0.8, -0.4, 0.5, -0.8)}
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class SyntheticSpec:
     size: int = 128  # frames are size x size RGB
     token_s: float = 0.1  # one character / space
     event_prob: float = 0.3
+    event_gain: float = 1.0  # scales every sound event
+    thud_gain: float = 1.0  # scales the (class-agnostic) bounce thud of the action patch
     speech_rms: float = 0.07  # neutral speech RMS over voiced samples
     noise_rms: float = 0.003  # background white noise
     patch_px: int = 28  # action patch side (px at size 128)
@@ -99,7 +101,9 @@ def _plan(spec: SyntheticSpec) -> list[_Clip]:
     for split, n in (("train", spec.n_train), ("dev", spec.n_dev), ("test", spec.n_test)):
         spk_pool = np.arange(N_TRAIN_SPEAKERS) if split != "test" else np.arange(N_TRAIN_SPEAKERS, N_SPEAKERS)
         spk = spk_pool[_balanced(rng, n, len(spk_pool))]
-        emo, act = _balanced(rng, n, len(EMOTIONS)), _balanced(rng, n, len(ACTIONS))
+        # emotions cycle within each speaker (random order) -> balanced overall and per speaker
+        emo = np.resize(rng.permutation(len(EMOTIONS)), n)[np.argsort(np.lexsort((rng.random(n), spk)))]
+        act = _balanced(rng, n, len(ACTIONS))
         ev = np.zeros((n, len(EVENTS)), bool)
         for j in range(len(EVENTS)):  # exactly ~p*n positives per class and split
             ev[rng.permutation(n)[: int(round(spec.event_prob * n))], j] = True
@@ -119,15 +123,16 @@ def _speakers(spec: SyntheticSpec) -> list[dict[str, Any]]:
     """Per-speaker timbre: base f0, tilt, harmonic amplitude pattern, breathiness."""
     rng = np.random.default_rng([spec.seed, 1])
     f0s = np.linspace(90.0, 260.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
-    return [{"f0": float(f0s[s]), "tilt": float(rng.uniform(0.8, 1.4)),
+    return [{"f0": float(f0s[s]), "tilt": float(rng.uniform(0.9, 1.3)),
              "pattern": np.exp(0.5 * rng.standard_normal(128)), "phase": rng.uniform(0, 2 * np.pi, 128),
              "breath": float(rng.uniform(0.05, 0.35))} for s in range(N_SPEAKERS)]
 
 
-def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float, sr: int) -> np.ndarray:
-    """Unit-RMS noise band-limited to [lo, hi] Hz."""
+def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float, sr: int, tilt: float = 0.0) -> np.ndarray:
+    """Unit-RMS noise band-limited to [lo, hi] Hz, amplitude spectrum ~ f**tilt."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / sr)
+    spec *= (np.maximum(f, 1.0) / 1000.0) ** tilt
     spec[(f < lo) | (f > hi)] = 0
     x = np.fft.irfft(spec, n)
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
@@ -148,18 +153,18 @@ def _event(name: str, rng: np.random.Generator, sr: int) -> np.ndarray:
     if name == "knock":
         n = int(0.4 * sr)
         t = np.arange(int(0.08 * sr)) / sr
-        thump = 0.45 * np.sin(2 * np.pi * 150 * t) * np.exp(-t / 0.02)
+        thump = 0.6 * np.sin(2 * np.pi * 150 * t) * np.exp(-t / 0.03)
         x = np.zeros(n)
-        for k in range(3):
-            x[int(k * 0.13 * sr):int(k * 0.13 * sr) + len(thump)] += thump
+        for k in range(4):
+            x[int(k * 0.1 * sr):int(k * 0.1 * sr) + len(thump)] += thump
         return x
-    dur = {"beep": 0.3, "chirp": 0.4, "hiss": 0.5, "whistle": 0.5, "rumble": 0.6}[name]
+    dur = {"beep": 0.3, "chirp": 0.5, "hiss": 0.5, "whistle": 0.5, "rumble": 0.6}[name]
     n = int(dur * sr)
     t = np.arange(n) / sr
     if name == "beep":
         x = 0.15 * np.sin(2 * np.pi * 3500 * t)
     elif name == "chirp":
-        x = 0.15 * np.sin(2 * np.pi * (1000 * t + 0.5 * (3000 / dur) * t**2))
+        x = 0.2 * np.sin(2 * np.pi * (1000 * t + 0.5 * (3000 / dur) * t**2))
     elif name == "whistle":
         x = 0.15 * np.sin(2 * np.pi * 2200 * t - (60 / 6) * np.cos(2 * np.pi * 6 * t))
     elif name == "hiss":
@@ -202,13 +207,13 @@ def _speech(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], lead: int, n: in
     h = np.arange(1, nh + 1)[:, None]
     blk = 40  # harmonic amplitudes vary slowly: evaluate them every 2.5 ms
     fh = h * f0[None, ::blk]
-    formant = 1 / (1 + ((fh - f1[::blk]) / 90) ** 2) + 0.8 / (1 + ((fh - f2[::blk]) / 140) ** 2) + 0.03
+    formant = 1 / (1 + ((fh - f1[::blk]) / 90) ** 2) + 0.8 / (1 + ((fh - f2[::blk]) / 140) ** 2) + 0.12
     amp = spk["pattern"][1:nh + 1, None] * (fh / 200.0) ** (etilt - spk["tilt"]) * formant * (fh < 7500)
     amp = np.repeat(amp.astype(np.float32), blk, axis=1)[:, :m]
     ph = (h * phase[None, :] + spk["phase"][1:nh + 1, None]).astype(np.float32)
     x = np.einsum("ht,ht->t", amp, np.sin(ph)).astype(np.float64)
     x /= np.sqrt(np.mean(x[voiced] ** 2)) + 1e-12
-    x += spk["breath"] * _band_noise(rng, m, 300, 6000, sr)
+    x += spk["breath"] * _band_noise(rng, m, 300, 7000, sr, etilt - 0.5)
     x *= env
     x *= spec.speech_rms * gain / (np.sqrt(np.mean(x[voiced] ** 2)) + 1e-12)
     out = np.zeros(n)
@@ -231,7 +236,7 @@ def _render(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], path: Path) -> f
 
     audio = _speech(spec, c, spk, lead, n, rng) + spec.noise_rms * rng.standard_normal(n)
     for name in c.events:
-        ev = _event(name, rng, sr)
+        ev = spec.event_gain * _event(name, rng, sr)
         start = int(rng.integers(0, max(1, n - len(ev))))
         seg = ev[: n - start]
         audio[start:start + len(seg)] += seg
@@ -245,7 +250,7 @@ def _render(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], path: Path) -> f
     cy, cx = 82 * s, size / 2 - 0.5
 
     def mouth(hgt: float, wid: float) -> np.ndarray:
-        a, b = wid * s / 2, max(hgt * s / 2, 0.8)
+        a, b = wid * s / 2, max(hgt * s / 2, 0.6)
         d = (np.sqrt(((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2) - 1) * b
         return np.clip(0.5 - d, 0, 1)[..., None]
 
@@ -264,7 +269,7 @@ def _render(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], path: Path) -> f
     vy = rng.uniform(30, 70) * s * rng.choice([-1, 1])
     xs, bx = _bounce(rng.uniform(0, len_x), vx, len_x, t, dur)
     ys, by = _bounce(rng.uniform(0, len_y), vy, len_y, t, dur)
-    thud = _thud(sr)
+    thud = spec.thud_gain * _thud(sr)
     for tb in np.concatenate([bx, by]):
         k = int(round(tb * sr))
         seg = thud[: n - k]
@@ -285,17 +290,25 @@ def _render(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], path: Path) -> f
     return dur
 
 
+def video_codec() -> str:
+    """libx264 when this PyAV build can encode it, else mpeg4."""
+    try:
+        av.codec.Codec("libx264", "w")
+        return "libx264"
+    except Exception:  # noqa: BLE001 - encoder missing in this build
+        return "mpeg4"
+
+
 def _write_mp4(path: Path, frames: np.ndarray, pcm: np.ndarray, spec: SyntheticSpec) -> None:
-    """Mux RGB frames and int16 mono PCM into an mp4 (libx264 or mpeg4 + ALAC)."""
+    """Mux RGB frames and int16 mono PCM into an mp4 (libx264 or mpeg4 video + ALAC audio)."""
     with av.open(str(path), "w", format="mp4") as out:
-        try:
-            av.codec.Codec("libx264", "w")
+        if video_codec() == "libx264":
             v = out.add_stream("libx264", rate=spec.fps)
             v.options = {"crf": str(spec.crf), "preset": "veryfast", "bframes": "0", "threads": "1"}
-        except Exception:  # noqa: BLE001 - encoder missing in this build
+        else:
             v = out.add_stream("mpeg4", rate=spec.fps)
             v.bit_rate = 4_000_000
-            v.options = {"qmin": "1", "qmax": "3", "threads": "1"}
+            v.options = {"qmin": "1", "qmax": "3", "bf": "0", "threads": "1"}
         v.width = v.height = spec.size
         v.pix_fmt = "yuv420p"
         a = out.add_stream("alac", rate=spec.sample_rate)
@@ -330,8 +343,13 @@ def generate(root: Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool =
     root = Path(root)
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        if old.get("version") != SYNTHETIC_VERSION or old.get("spec") != json.loads(json.dumps(asdict(spec))):
+            logger.warning("%s holds a synthetic corpus of another version/spec; keeping it", root)
         logger.info("synthetic corpus already present at %s", root)
         return manifest_path
+    if spec.sample_rate % spec.fps:
+        raise ValueError("sample_rate must be a multiple of fps (whole audio samples per video frame)")
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists, is not empty and holds no manifest.json")
     root.parent.mkdir(parents=True, exist_ok=True)
