@@ -26,7 +26,7 @@ from avsuperb.store.table import ClipTable
 log = logging.getLogger(__name__)
 
 BLOCK_BUDGET_BYTES = 256 << 20  # memory one block of buffered features may take
-MAX_BLOCK = 1024
+MAX_BLOCK = 256
 FRAME_CHUNK_BYTES = 4 << 20
 FRAME_SLACK = 2  # frames reserved beyond ceil(duration * frame_rate)
 
