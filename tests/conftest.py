@@ -64,6 +64,16 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default-size synthetic corpus (what the demo uses), rendered once per session."""
+    from avsuperb.extract.datasets.synthetic_gen import SyntheticSpec, generate
+
+    root = tmp_path_factory.mktemp("corpus-default") / "synthetic"
+    generate(root, SyntheticSpec(), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def fbank_zarr(tmp_path_factory: pytest.TempPathFactory, small_corpus: Path, run_cli) -> Path:
     """A complete FBANK store of `small_corpus`, made by one uninterrupted run with --block-size 4.
 

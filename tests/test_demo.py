@@ -6,16 +6,13 @@ import json
 import pytest
 
 from avsuperb.demo import run_demo
-from avsuperb.extract.datasets.synthetic_gen import SyntheticSpec, generate
 from avsuperb.schemas import validate
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus") / "synthetic"
-    generate(root, SyntheticSpec(), progress=False)
+def demo(tmp_path_factory, default_corpus_root):
     work = tmp_path_factory.mktemp("demo")
-    table = run_demo(work, root, ["eval_every=50"], progress=False)
+    table = run_demo(work, default_corpus_root, ["eval_every=50"], progress=False)
     return work, table
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -188,10 +187,8 @@ def video_feature(frames: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def default_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, np.ndarray, np.ndarray]:
-    t0 = time.perf_counter()
-    root = generate(tmp_path_factory.mktemp("syn") / "default", SyntheticSpec(), progress=False).parent
-    logger.warning("default synthetic corpus rendered in %.1f s", time.perf_counter() - t0)
+def default_corpus(default_corpus_root: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    root = default_corpus_root
     m = json.loads((root / "manifest.json").read_text())
     fb = _mel_fb()
     feats_a, feats_v = [], []
