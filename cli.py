@@ -127,10 +127,13 @@ class _TaskHelp(click.Command):
 @click.option("--task", required=True, help="Task.")
 @click.option("--track", type=TRACK_CHOICE, help="Track to probe (default: every track in the store).")
 @click.option("--out", type=click.Path(path_type=Path), help="Result directory (default: results/UPSTREAM-DATASET/TASK-TRACK); result.json goes there.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override the training config, e.g. --set steps=2000 --set lrs=1e-2,1e-3.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override the training config (probe/configs/TASK[-DATASET].toml), e.g. --set steps=2000 --set lrs=1e-2,1e-3.")
+@click.option("--seed", type=int, help="Seed for initialisation, batching and carved dev splits (default: the config's, 0).")
+@click.option("--device", help="Torch device (default: cuda if available, else cpu).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overrides: tuple[str, ...], no_progress: bool, verbose: bool) -> int:
+def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overrides: tuple[str, ...], seed: int | None,
+              device: str | None, no_progress: bool, verbose: bool) -> int:
     """Train the task's head on the store's layers, sweeping learning rates 1e-1 ... 1e-5.
 
     The rate is chosen on dev and the test score is that rate's. Writes result.json and prints a table.
@@ -141,19 +144,24 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
     """
     _logging(verbose)
     from avsuperb.probe import tasks
+    from avsuperb.probe.config import load_config
 
     spec = tasks.get(task)  # cheap checks first: the import below loads torch
-    cfg = spec.config.override(list(overrides))
-    from avsuperb.probe.run import open_for_task, resolve_tracks, run_probe
+    settings = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
+    load_config(task, None, settings)
+    from avsuperb.probe.run import default_device, open_for_task, resolve_tracks, run_probe
 
+    if device and device.startswith("cuda") and default_device() != "cuda":
+        raise click.UsageError(f"--device {device} asked for, but torch sees no CUDA device here; use --device cpu")
     reader = open_for_task(cache, spec)
     try:
         chosen = resolve_tracks(reader, track)
+        cfg = load_config(task, reader.dataset, settings)
         name = f"{reader.upstream['name']}-{reader.dataset}"
         for t in chosen:
             base = out if out is not None else Path("results") / name
             out_dir = base if (out is not None and len(chosen) == 1) else base / f"{task}-{t}"
-            result = run_probe(cache, task, t, cfg, out_dir, progress=not no_progress, reader=reader)
+            result = run_probe(cache, task, t, cfg, out_dir, progress=not no_progress, reader=reader, device=device)
             click.echo(format_result(result))
             click.echo(f"wrote {out_dir / 'result.json'}")
     finally:
@@ -162,12 +170,16 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
 
 
 def format_result(r: dict[str, Any]) -> str:
-    head = f"{r['task']} on {r['dataset']} · {r['upstream']['name']} · {r['track']} track · {r['metric']['name']} %"
+    metric = r["metric"]["name"]
+    head = f"{r['task']} on {r['dataset']} · {r['upstream']['name']} · {r['track']} track"
     lines = [head, f"  {'lr':>8}  {'dev':>7}"]
     for lr, dev in r["dev_scores"].items():
         mark = "  <- chosen" if float(lr) == r["chosen_lr"] else ""
         lines.append(f"  {lr:>8}  {dev:7.2f}{mark}")
-    lines.append(f"  test ({r['chosen_lr']:g}): {r['test_score']:.2f}")
+    arrow = "↑" if r["metric"]["higher_is_better"] else "↓"
+    lines.append(f"  test {metric} % {arrow} (lr {r['chosen_lr']:g}): {r['test_score']:.2f}")
+    if r.get("layer_contributions"):
+        lines.append("  layer contributions: " + " ".join(f"{c:.2f}" for c in r["layer_contributions"]))
     return "\n".join(lines)
 
 

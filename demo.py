@@ -9,8 +9,10 @@ import numpy as np
 
 from avsuperb.extract.run import ExtractOptions, run_extraction
 from avsuperb.probe import tasks
+from avsuperb.probe.config import load_config
 from avsuperb.probe.run import open_for_task, run_probe
 from avsuperb.store.reader import StoreReader
+from avsuperb.store.table import ClipTable
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ def run_demo(workdir: Path, root: Path | None, overrides: list[str], progress: b
     """Extract (or resume) both stores, probe every task the stores have labels for, return the table."""
     workdir.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, dict[str, float]]] = []
-    chance: dict[str, float] = {}
+    columns: dict[str, tuple[str, bool, float]] = {}  # task -> (metric, higher is better, chance)
     for model in DEMO_MODELS:
         store = workdir / f"{model}-synthetic.zarr"
         summary = run_extraction(ExtractOptions(model, "synthetic", store, root, progress=progress))
@@ -29,27 +31,39 @@ def run_demo(workdir: Path, root: Path | None, overrides: list[str], progress: b
         with StoreReader(store) as reader:
             names = [t for t in tasks.available() if tasks.get(t).label in reader.label_names]
             tracks = reader.tracks
-            for name in names:
-                col = reader.table([tasks.get(name).label]).labels[tasks.get(name).label]
-                chance[name] = 100.0 / len(col.classes)
+            table = reader.table([tasks.get(n).label for n in names])
         for track in tracks:
             scores: dict[str, float] = {}
             for name in names:
-                task = tasks.get(name)
-                cfg = task.config.override(overrides)
-                with open_for_task(store, task) as reader:
-                    result = run_probe(store, name, track, cfg, workdir / "results" / f"{model}-synthetic" / f"{name}-{track}", progress, reader)
+                cfg = load_config(name, "synthetic", overrides)
+                with open_for_task(store, tasks.get(name)) as reader:
+                    out = workdir / "results" / f"{model}-synthetic" / f"{name}-{track}"
+                    result = run_probe(store, name, track, cfg, out, progress, reader)
                 scores[name] = result["test_score"]
+                metric = result["metric"]
+                columns[name] = (metric["name"], metric["higher_is_better"], chance_level(metric["name"], table, tasks.get(name).label))
             rows.append((model, track, scores))
-    return format_table(rows, chance, workdir)
+    return format_table(rows, columns, workdir)
 
 
-def format_table(rows: list[tuple[str, str, dict[str, float]]], chance: dict[str, float], workdir: Path) -> str:
-    names = sorted(chance)
-    header = f"{'upstream':<10}{'track':<8}" + "".join(f"{n + ' acc %':>12}" for n in names)
-    lines = ["", "Test scores on the synthetic corpus (learning rate chosen on dev):", header, "-" * len(header)]
+def chance_level(metric: str, table: ClipTable, label: str) -> float:
+    """What a model that knows nothing scores on test: uniform guessing, random ranking, EER 50."""
+    if metric == "eer":
+        return 50.0
+    col = table.labels[label]
+    test = table.split_rows("test")
+    if metric == "map":
+        return float(np.asarray(col.values)[test].mean() * 100)
+    return 100.0 / len(col.classes)
+
+
+def format_table(rows: list[tuple[str, str, dict[str, float]]], columns: dict[str, tuple[str, bool, float]], workdir: Path) -> str:
+    names = sorted(columns)
+    heads = [f"{n} {columns[n][0]} {'↑' if columns[n][1] else '↓'}" for n in names]
+    header = f"{'upstream':<10}{'track':<8}" + "".join(f"{h:>14}" for h in heads)
+    lines = ["", "Test scores (%) on the synthetic corpus, learning rate chosen on dev:", header, "-" * len(header)]
     for model, track, scores in rows:
-        lines.append(f"{model:<10}{track:<8}" + "".join(f"{scores.get(n, np.nan):>12.1f}" for n in names))
-    lines.append(f"{'chance':<18}" + "".join(f"{chance[n]:>12.1f}" for n in names))
+        lines.append(f"{model:<10}{track:<8}" + "".join(f"{scores.get(n, np.nan):>14.1f}" for n in names))
+    lines.append(f"{'chance':<18}" + "".join(f"{columns[n][2]:>14.1f}" for n in names))
     lines.append(f"\nStores and result.json files are under {workdir}/.")
     return "\n".join(lines)

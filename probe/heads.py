@@ -36,3 +36,22 @@ class PooledUtteranceHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.projector(self.featurizer(pooled)))
+
+
+class AMSoftmaxHead(nn.Module):
+    """Weighted sum -> Linear(D, 256) -> mean over time = the speaker embedding; outputs the
+    cosine between the L2-normalised embedding and each speaker's weight vector (the
+    additive margin and scale are applied in the loss)."""
+
+    def __init__(self, num_layers: int, dim: int, num_speakers: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.featurizer = WeightedSum(num_layers)
+        self.projector = nn.Linear(dim, hidden)
+        self.weight = nn.Parameter(torch.randn(num_speakers, hidden) * 0.01)
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.featurizer(pooled))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        e = nn.functional.normalize(self.embed(pooled), dim=-1)
+        return e @ nn.functional.normalize(self.weight, dim=-1).T

@@ -1,28 +1,33 @@
-"""Probe one task on one track of a store: read, split, sweep, score, write result.json."""
+"""Probe one task on one track of a store: check, split, train, score, write result.json."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from avsuperb import __version__, schemas as S
-from avsuperb.probe import metrics, tasks
-from avsuperb.probe.config import TrainConfig
-from avsuperb.probe.heads import PooledUtteranceHead
-from avsuperb.probe.sweep import train_sweep
-from avsuperb.probe.tasks import Task, TaskError
+from avsuperb.probe import tasks
+from avsuperb.probe.analysis import layer_contributions
+from avsuperb.probe.config import TrainConfig, load_config
+from avsuperb.probe.data import TaskData, carve_dev, labelled, split_rows
+from avsuperb.probe.tasks import Outcome, Task, TaskError
 from avsuperb.store import StoreError
 from avsuperb.store.reader import StoreReader
 
 log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def open_for_task(path: Path, task: Task) -> StoreReader:
@@ -39,6 +44,8 @@ def open_for_task(path: Path, task: Task) -> StoreReader:
             raise TaskError(f"store {path} (dataset {reader.dataset!r}) has no {task.label!r} labels, which task {task.name!r} needs; its labels: {have}")
         if spec["kind"] not in task.label_kinds:
             raise TaskError(f"task {task.name!r} needs {task.label!r} labels of kind {'/'.join(task.label_kinds)}, the store has kind {spec['kind']!r}")
+        if task.frame_level and not reader.attrs["frames"]:
+            raise TaskError(f"task {task.name!r} needs frame-level features, and {path} holds none; extract with --frames")
     except BaseException:
         reader.close()
         raise
@@ -53,25 +60,6 @@ def resolve_tracks(reader: StoreReader, track: str | None) -> list[str]:
     return [track]
 
 
-def split_rows(splits: np.ndarray, usable: np.ndarray, y: np.ndarray, cfg: TrainConfig) -> tuple[dict[str, np.ndarray], bool]:
-    """train/dev/test row indices; carves a seeded, stratified dev set out of train if there is none."""
-    rows = {s: np.flatnonzero((splits == s) & usable) for s in S.SPLITS}
-    carved = False
-    if len(rows["dev"]) == 0 and len(rows["train"]) > 1:
-        from sklearn.model_selection import train_test_split
-
-        labels = y[rows["train"]]
-        counts = np.bincount(labels)
-        stratify = labels if counts[counts > 0].min() >= 2 else None
-        tr, dv = train_test_split(rows["train"], test_size=cfg.dev_fraction, random_state=cfg.seed, stratify=stratify)
-        rows["train"], rows["dev"], carved = np.sort(tr), np.sort(dv), True
-        log.info("no dev split: carved %d dev clips out of train (seed %d)", len(dv), cfg.seed)
-    for s in S.SPLITS:
-        if len(rows[s]) == 0:
-            raise TaskError(f"no usable {s} clips for this task")
-    return rows, carved
-
-
 def run_probe(
     path: Path,
     task_name: str,
@@ -80,53 +68,43 @@ def run_probe(
     out_dir: Path | None = None,
     progress: bool = True,
     reader: StoreReader | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Sweep the task's head over learning rates on one track; returns (and writes) the result."""
+    """Train and score the task on one track; returns (and, given out_dir, writes) the result."""
     task = tasks.get(task_name)
-    cfg = cfg or task.config
     own = reader is None
     reader = reader or open_for_task(path, task)
     try:
         resolve_tracks(reader, track)
-        table = reader.table([task.label])
-        col = table.labels[task.label]
-        y_all = col.values.astype(np.int64)
-        usable = (reader.status() == S.STATUS_DONE) & (y_all >= 0)
-        skipped = int(np.sum((reader.status() != S.STATUS_DONE) & (y_all >= 0)))
+        cfg = cfg or load_config(task.name, reader.dataset)
+        labels = [task.label] + ([cfg.folds_by] if cfg.folds_by else [])
+        missing = [name for name in labels if name not in reader.label_names]
+        if missing:
+            raise TaskError(f"config asks for folds by {missing[0]!r}, a label the store does not have")
+        table = reader.table(labels)
+        label = table.labels[task.label]
+        done = reader.status() == S.STATUS_DONE
+        usable = done & labelled(label)
+        skipped = int(np.sum(~done & labelled(label)))
         if skipped:
             log.warning("%d clips failed extraction and are left out", skipped)
-        rows, carved = split_rows(np.asarray(table.splits), usable, y_all, cfg)
-        pooled = reader.pooled(track)
-        upstream = reader.upstream
-        dataset = reader.dataset
+        device = device or default_device()
+        if cfg.folds_by:
+            outcome, splits, folds = _run_folds(reader, track, table, label, usable, cfg, task, device, progress)
+        else:
+            rows, carved = split_rows(table, label, usable, cfg)
+            data = TaskData(reader, track, table, label, rows, carved, device)
+            outcome = task.train(data, cfg, progress)
+            splits, folds = _split_counts(data.rows, carved), None
+        stats = reader.stats(track)
+        upstream, dataset = reader.upstream, reader.dataset
     finally:
         if own:
             reader.close()
 
-    x = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32))
-    y = torch.from_numpy(y_all)
-    num_layers, dim, num_classes = x.shape[1], x.shape[2], len(col.classes)
-
-    def accuracy(outputs: torch.Tensor, part: np.ndarray) -> float:
-        return metrics.accuracy(y_all[part], outputs.argmax(dim=-1).numpy())
-
-    torch.manual_seed(cfg.seed)
-    sweep = train_sweep(
-        template=PooledUtteranceHead(num_layers, dim, num_classes, cfg.hidden),
-        x_train=x[rows["train"]],
-        y_train=y[rows["train"]],
-        x_dev=x[rows["dev"]],
-        dev_score=lambda out: accuracy(out, rows["dev"]),
-        loss_fn=nn.functional.cross_entropy,
-        cfg=cfg,
-        progress=progress,
-        desc=f"{task.name}/{track}",
-    )
-    if not np.isfinite(sweep.chosen.best_dev):
+    if not np.isfinite(outcome.test_score) or not outcome.dev_scores:
         raise TaskError(f"training diverged at every learning rate ({', '.join(map(str, cfg.lrs))})")
-    with torch.no_grad():
-        test = accuracy(sweep.head(x[rows["test"]]), rows["test"])
-    result = {
+    result: dict[str, Any] = {
         "schema_version": S.RESULT_SCHEMA_VERSION,
         "software_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -135,19 +113,62 @@ def run_probe(
         "upstream": upstream,
         "track": track,
         "store": str(Path(path).resolve()),
-        "metric": {"name": task.metric, "higher_is_better": task.higher_is_better},
-        "test_score": test,
-        "dev_scores": {f"{r.lr:g}": r.best_dev for r in sweep.rates if np.isfinite(r.best_dev)},
-        "chosen_lr": sweep.chosen.lr,
-        "best_step": sweep.chosen.best_step,
-        "layer_weights": sweep.head.featurizer.weights().detach().tolist(),
+        "metric": {"name": outcome.metric.name, "higher_is_better": outcome.metric.higher_is_better},
+        "test_score": outcome.test_score,
+        "dev_scores": outcome.dev_scores,
+        "chosen_lr": outcome.chosen_lr,
+        "best_step": outcome.best_step,
+        "layer_weights": outcome.layer_weights,
+        "layer_contributions": layer_contributions(outcome.layer_weights, stats.get("l2_mean")),
         "config": cfg.to_dict(),
-        "splits": {"train": len(rows["train"]), "dev": len(rows["dev"]), "test": len(rows["test"]), "dev_carved_from_train": carved},
+        "splits": splits,
+        "device": device,
+        **outcome.extra,
     }
+    if folds is not None:
+        result["folds"] = folds
     S.validate("result", result)
     if out_dir is not None:
         write_result(Path(out_dir), result)
     return result
+
+
+def _split_counts(rows: dict[str, np.ndarray], carved: bool) -> dict[str, Any]:
+    return {"train": len(rows["train"]), "dev": len(rows["dev"]), "test": len(rows["test"]), "dev_carved_from_train": carved}
+
+
+def _run_folds(reader, track, table, label, usable, cfg, task, device, progress):
+    """Leave-one-group-out (IEMOCAP: session): each group is test once; dev is carved from the rest."""
+    groups = table.labels[cfg.folds_by]
+    values = np.unique(groups.values[usable & labelled(groups)])
+    if len(values) < 2:
+        raise TaskError(f"folds by {cfg.folds_by!r} need at least two groups; the store has {len(values)}")
+    folds, outcomes = [], []
+    for v in values:
+        test = np.flatnonzero(usable & (groups.values == v))
+        rest = np.flatnonzero(usable & labelled(groups) & (groups.values != v))
+        train, dev = carve_dev(rest, label, cfg.dev_fraction, cfg.seed)
+        rows = {"train": train, "dev": dev, "test": test}
+        name = groups.classes[v] if groups.classes else str(v)
+        log.info("fold %s: train %d, dev %d, test %d", name, len(train), len(dev), len(test))
+        outcome = task.train(TaskData(reader, track, table, label, rows, True, device), cfg, progress)
+        outcomes.append(outcome)
+        folds.append({"fold": name, "test_score": outcome.test_score, "dev_scores": outcome.dev_scores,
+                      "chosen_lr": outcome.chosen_lr, "layer_weights": outcome.layer_weights,
+                      "splits": _split_counts(rows, True)})
+    lrs = [f"{lr:g}" for lr in cfg.lrs]
+    mean_dev = {lr: float(np.mean([o.dev_scores[lr] for o in outcomes])) for lr in lrs if all(lr in o.dev_scores for o in outcomes)}
+    merged = Outcome(
+        test_score=float(np.mean([o.test_score for o in outcomes])),
+        dev_scores=mean_dev,
+        chosen_lr=Counter(o.chosen_lr for o in outcomes).most_common(1)[0][0],
+        best_step=int(np.median([o.best_step for o in outcomes])),
+        layer_weights=np.mean([o.layer_weights for o in outcomes], axis=0).tolist(),
+        metric=outcomes[0].metric,
+    )
+    splits = {"train": int(np.mean([f["splits"]["train"] for f in folds])), "dev": int(np.mean([f["splits"]["dev"] for f in folds])),
+              "test": int(sum(f["splits"]["test"] for f in folds)), "dev_carved_from_train": True}
+    return merged, splits, folds
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:

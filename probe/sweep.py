@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-ADAMW_DECAY = 1e-2  # torch.optim.AdamW's default
 
 
 @dataclass
@@ -73,10 +72,12 @@ class StackedHeads:
 class StackedAdam:
     """Adam / AdamW over stacked parameters with one learning rate per stacked copy."""
 
-    def __init__(self, params: dict[str, torch.Tensor], lrs: list[float], decoupled_decay: float = 0.0) -> None:
+    def __init__(self, params: dict[str, torch.Tensor], lrs: list[float], decoupled_decay: float = 0.0, eps: float = ADAM_EPS) -> None:
         self.params = params
-        self.lrs = torch.tensor(lrs, dtype=torch.float32)
+        device = next(iter(params.values())).device
+        self.lrs = torch.tensor(lrs, dtype=torch.float32, device=device)
         self.decay = decoupled_decay
+        self.eps = eps
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()}
         self.t = 0
@@ -98,7 +99,7 @@ class StackedAdam:
             lr = (self.lrs * active).view(shape)
             if self.decay:
                 p.mul_(1 - lr * self.decay)
-            p.sub_(lr * (self.m[n] / c1) / ((self.v[n] / c2).sqrt() + ADAM_EPS))
+            p.sub_(lr * (self.m[n] / c1) / ((self.v[n] / c2).sqrt() + self.eps))
             p.grad = None
 
 
@@ -116,8 +117,9 @@ def train_sweep(
     """`template` is the freshly initialised head; `dev_score(outputs)` is higher-is-better."""
     k = len(cfg.lrs)
     heads = StackedHeads(template, k)
-    opt = StackedAdam(heads.params, list(cfg.lrs), ADAMW_DECAY if cfg.optimizer == "adamw" else 0.0)
-    active = torch.ones(k)
+    opt = StackedAdam(heads.params, list(cfg.lrs), cfg.weight_decay if cfg.optimizer == "adamw" else 0.0, cfg.adam_eps)
+    device = x_train.device
+    active = torch.ones(k, device=device)
     best = [float("-inf")] * k
     best_step = [0] * k
     stale = [0] * k
@@ -127,11 +129,11 @@ def train_sweep(
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(x_train)
     batch = min(cfg.batch_size, n)
-    order, cursor = torch.randperm(n, generator=gen), 0
+    order, cursor = torch.randperm(n, generator=gen).to(device), 0
     bar = tqdm(range(1, cfg.steps + 1), desc=desc, unit="step", disable=not progress, leave=False)
     for step in bar:
         if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=gen), 0
+            order, cursor = torch.randperm(n, generator=gen).to(device), 0
         idx = order[cursor : cursor + batch]
         cursor += batch
         out = heads(x_train[idx])

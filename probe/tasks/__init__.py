@@ -1,6 +1,6 @@
-"""Probing tasks, registered by name: which label each needs, its head, metric and defaults."""
+"""Probing tasks, registered by name: which label each needs, its head, metric and training."""
 
-from avsuperb.probe.tasks.base import REGISTRY, Task, TaskError, available, get, register
-from avsuperb.probe.tasks import classification  # noqa: F401  (register built-ins)
+from avsuperb.probe.tasks.base import REGISTRY, Metric, Outcome, Task, TaskError, available, get, register
+from avsuperb.probe.tasks import aec, asv, classification  # noqa: F401  (register built-ins)
 
-__all__ = ["REGISTRY", "Task", "TaskError", "available", "get", "register"]
+__all__ = ["REGISTRY", "Metric", "Outcome", "Task", "TaskError", "available", "get", "register"]
