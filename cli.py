@@ -23,6 +23,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from avsuperb.store import StoreError
 
     errors: list[type[BaseException]] = [ConfigError, TaskError, StoreError]
+    if "avsuperb.report.leaderboard" in sys.modules:
+        from avsuperb.report.leaderboard import ReportError
+
+        errors.append(ReportError)
     if "avsuperb.extract" in sys.modules:
         from avsuperb.extract.datasets import DatasetError
         from avsuperb.extract.run import ExtractError
@@ -198,6 +202,43 @@ def demo_cmd(workdir: Path, root: Path | None, overrides: tuple[str, ...], no_pr
     return 0
 
 
+# ------------------------------------------------------------------------- report / analyze
+RESULTS_ARG = click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@RESULTS_ARG
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for leaderboard.md and leaderboard.csv.")
+def report_cmd(results: tuple[Path, ...], out: Path) -> int:
+    """Collect result.json files (or folders holding them) into the paper's Table 1: rows by track
+    and upstream, one column per dataset, and the overall score (mean of the 7 task scores, CER and
+    EER entered as 100 - value) for complete rows."""
+    _logging(False)
+    from avsuperb.report.leaderboard import build, collect, to_markdown, write
+
+    board = build(collect(list(results)))
+    click.echo(to_markdown(board))
+    for path in write(board, out):
+        click.echo(f"wrote {path}")
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@RESULTS_ARG
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory for layer_contributions.json and .png.")
+def analyze_cmd(results: tuple[Path, ...], out: Path) -> int:
+    """Layer contributions of saved results (softmax weight x the layer's mean L2 norm over the
+    training set, from each result's store), as JSON and a heatmap PNG; nothing is retrained."""
+    _logging(False)
+    from avsuperb.report.analyze import run_analyze
+
+    for path in run_analyze(list(results), out):
+        click.echo(f"wrote {path}")
+    return 0
+
+
 extract_main = _main(extract_cmd, "avsuperb-extract")
 probe_main = _main(probe_cmd, "avsuperb-probe")
 demo_main = _main(demo_cmd, "avsuperb-demo")
+report_main = _main(report_cmd, "avsuperb-report")
+analyze_main = _main(analyze_cmd, "avsuperb-analyze")
