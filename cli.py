@@ -1,4 +1,4 @@
-"""Command-line entry points: avsuperb-extract, avsuperb-probe and avsuperb-demo.
+"""Command-line entry points: avsuperb-extract, -probe, -demo, -report and -analyze.
 
 Errors a user can cause print one line and exit with code 2; nothing is written for them.
 """
@@ -16,24 +16,21 @@ TRACK_CHOICE = click.Choice(["audio", "video", "fusion"])
 log = logging.getLogger("avsuperb")
 
 
+# Exception types that mean bad input, not a bug: (module, name). A module that raised one is
+# already imported, so nothing is imported here (the probe must not load the extract stage).
+USER_ERRORS = (
+    ("avsuperb.probe.config", "ConfigError"),
+    ("avsuperb.probe.tasks.base", "TaskError"),
+    ("avsuperb.store.backend", "StoreError"),
+    ("avsuperb.report.leaderboard", "ReportError"),
+    ("avsuperb.extract.datasets.base", "DatasetError"),
+    ("avsuperb.extract.run", "ExtractError"),
+    ("avsuperb.extract.upstreams.base", "UpstreamError"),
+)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input, not a bug. Imported lazily: probe must not load extract."""
-    from avsuperb.probe.config import ConfigError
-    from avsuperb.probe.tasks import TaskError
-    from avsuperb.store import StoreError
-
-    errors: list[type[BaseException]] = [ConfigError, TaskError, StoreError]
-    if "avsuperb.report.leaderboard" in sys.modules:
-        from avsuperb.report.leaderboard import ReportError
-
-        errors.append(ReportError)
-    if "avsuperb.extract" in sys.modules:
-        from avsuperb.extract.datasets import DatasetError
-        from avsuperb.extract.run import ExtractError
-        from avsuperb.extract.upstreams import UpstreamError
-
-        errors += [DatasetError, ExtractError, UpstreamError]
-    return tuple(errors)
+    return tuple(getattr(sys.modules[m], name) for m, name in USER_ERRORS if m in sys.modules)
 
 
 def _main(command: click.Command, prog: str) -> Callable[[], None]:
