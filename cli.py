@@ -173,10 +173,11 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
 def format_result(r: dict[str, Any]) -> str:
     metric = r["metric"]["name"]
     head = f"{r['task']} on {r['dataset']} · {r['upstream']['name']} · {r['track']} track"
-    lines = [head, f"  {'lr':>8}  {'dev':>7}"]
-    for lr, dev in r["dev_scores"].items():
+    dev_name = "dev (100 - CER)" if metric == "cer" else f"dev {metric}"
+    lines = [head, f"  {'lr':>8}  {dev_name}"]
+    for lr, score in r["dev_scores"].items():
         mark = "  <- chosen" if float(lr) == r["chosen_lr"] else ""
-        lines.append(f"  {lr:>8}  {dev:7.2f}{mark}")
+        lines.append(f"  {lr:>8}  {score:7.2f}{mark}")
     arrow = "↑" if r["metric"]["higher_is_better"] else "↓"
     lines.append(f"  test {metric} % {arrow} (lr {r['chosen_lr']:g}): {r['test_score']:.2f}")
     if r.get("layer_contributions"):

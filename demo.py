@@ -50,6 +50,8 @@ def chance_level(metric: str, table: ClipTable, label: str) -> float:
     """What a model that knows nothing scores on test: uniform guessing, random ranking, EER 50."""
     if metric == "eer":
         return 50.0
+    if metric == "cer":
+        return 100.0  # an empty transcript
     col = table.labels[label]
     test = table.split_rows("test")
     if metric == "map":

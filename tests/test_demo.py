@@ -45,6 +45,13 @@ def test_audio_carried_events_and_speakers(demo):
     assert score(work, "hog", "asv", "video") >= 40
 
 
+def test_asr_runs_on_both_tracks(demo):
+    # The demo's ASR config is sized for time, not accuracy: it checks the pipeline end to end.
+    work, _ = demo
+    for model, track in (("fbank", "audio"), ("hog", "video")):
+        assert 0 <= score(work, model, "asr", track) <= 100
+
+
 def test_demo_prints_a_table_of_every_model_track_and_task(demo):
     _, table = demo
     lines = table.splitlines()
