@@ -62,10 +62,10 @@ def chance_level(metric: str, table: ClipTable, label: str) -> float:
 def format_table(rows: list[tuple[str, str, dict[str, float]]], columns: dict[str, tuple[str, bool, float]], workdir: Path) -> str:
     names = sorted(columns)
     heads = [f"{n} {columns[n][0]} {'↑' if columns[n][1] else '↓'}" for n in names]
-    header = f"{'upstream':<10}{'track':<8}" + "".join(f"{h:>14}" for h in heads)
+    header = f"{'upstream':<10}{'track':<8}" + "".join(f"{h:>16}" for h in heads)
     lines = ["", "Test scores (%) on the synthetic corpus, learning rate chosen on dev:", header, "-" * len(header)]
     for model, track, scores in rows:
-        lines.append(f"{model:<10}{track:<8}" + "".join(f"{scores.get(n, np.nan):>14.1f}" for n in names))
-    lines.append(f"{'chance':<18}" + "".join(f"{columns[n][2]:>14.1f}" for n in names))
+        lines.append(f"{model:<10}{track:<8}" + "".join(f"{scores.get(n, np.nan):>16.1f}" for n in names))
+    lines.append(f"{'chance':<18}" + "".join(f"{columns[n][2]:>16.1f}" for n in names))
     lines.append(f"\nStores and result.json files are under {workdir}/.")
     return "\n".join(lines)
