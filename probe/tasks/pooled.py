@@ -6,8 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from avsuperb.probe import metrics
 from avsuperb.probe.config import TrainConfig
 from avsuperb.probe.data import TaskData
+from avsuperb.probe.heads import PooledUtteranceHead
 from avsuperb.probe.sweep import train_sweep
 from avsuperb.probe.tasks.base import Outcome, Task
 
@@ -22,8 +24,6 @@ class PooledTask(Task):
         return torch.from_numpy(np.asarray(data.label.values, dtype=np.int64))
 
     def make_head(self, num_layers: int, dim: int, outputs: int, cfg: TrainConfig) -> nn.Module:
-        from avsuperb.probe.heads import PooledUtteranceHead
-
         return PooledUtteranceHead(num_layers, dim, outputs, cfg.hidden)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -31,8 +31,6 @@ class PooledTask(Task):
 
     def dev_metric(self, out: torch.Tensor, y: torch.Tensor) -> float:
         """Higher is better; the rate is chosen on it."""
-        from avsuperb.probe import metrics
-
         return metrics.accuracy(y.cpu().numpy(), out.argmax(dim=-1).cpu().numpy())
 
     def test_metric(self, head: nn.Module, x: torch.Tensor, y: torch.Tensor, data: TaskData) -> float:
