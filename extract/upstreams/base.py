@@ -66,6 +66,14 @@ class Upstream(ABC):
             out[track] = torch.stack([x.float() for x in layers], dim=1).cpu().numpy()
         return out
 
+    def extract_batch(
+        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
+    ) -> list[dict[str, np.ndarray]]:
+        """`extract` for several clips at once, one dict per clip in order. Models that batch
+        (padding plus masks, so a clip's features do not depend on its batch mates) override
+        this; the default runs the clips one by one."""
+        return [self.extract(tracks, audio, video) for audio, video in items]
+
     def checkpoint_sha256(self) -> str | None:
         if self.checkpoint is None:
             return None
