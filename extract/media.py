@@ -24,6 +24,44 @@ class Media:
     fps: float | None
 
 
+@dataclass(frozen=True)
+class MediaInfo:
+    duration: float  # seconds, the longer of the two streams (container duration when streams do not say)
+    has_audio: bool
+    has_video: bool
+    sample_rate: int | None
+    fps: float | None
+
+
+def probe(path: Path) -> MediaInfo:
+    """Streams and duration of `path` from its headers (no decoding); MediaError when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"missing file {path}")
+    try:
+        with av.open(str(path)) as container:
+            audio = container.streams.audio[0] if container.streams.audio else None
+            video = container.streams.video[0] if container.streams.video else None
+            spans = [
+                float(s.duration * s.time_base)
+                for s in (audio, video)
+                if s is not None and s.duration is not None and s.time_base is not None
+            ]
+            if not spans and container.duration is not None:
+                spans = [container.duration / av.time_base]
+            if not spans:
+                raise MediaError("media has no known duration")
+            return MediaInfo(
+                duration=max(spans),
+                has_audio=audio is not None,
+                has_video=video is not None,
+                sample_rate=int(audio.sample_rate) if audio is not None else None,
+                fps=float(video.average_rate) if video is not None and video.average_rate else None,
+            )
+    except av.FFmpegError as err:
+        raise MediaError(f"cannot open media: {err}") from err
+
+
 def decode(
     path: Path,
     *,

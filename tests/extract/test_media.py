@@ -79,3 +79,15 @@ def test_failures_are_media_errors(tmp_path, make, sr, fps, message):
     path = make(tmp_path / "bad.mp4")
     with pytest.raises(MediaError, match=message):
         decode(path, sample_rate=sr, fps=fps, start=0.0, end=1.0)
+
+
+def test_probe_reads_streams_and_duration_without_decoding(small_corpus):
+    from avsuperb.extract.media import MediaError, probe
+
+    clip = next(iter(sorted(small_corpus.rglob("*.mp4"))))
+    info = probe(clip)
+    assert info.has_audio and info.has_video
+    assert info.sample_rate == 16000 and info.fps == 25.0
+    assert 0.5 < info.duration < 5.0
+    with pytest.raises(MediaError, match="missing file"):
+        probe(clip.with_name("nope.mp4"))
