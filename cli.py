@@ -94,10 +94,13 @@ class _LazyHelp(click.Command):
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu or cuda[:N].")
 @click.option("--frames/--no-frames", default=None, help="Also store frame-level features (default: on where the dataset has transcripts, for ASR).")
 @click.option("--block-size", type=click.IntRange(min=1), help="Clips per unit of writing (default: chosen from the feature size).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Clips per model forward. Neural upstreams pad and mask, so a clip's features do not depend on its batch.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
-                device: str, frames: bool | None, block_size: int | None, no_progress: bool, verbose: bool) -> int:
+                device: str, frames: bool | None, block_size: int | None, batch_size: int, no_progress: bool,
+                verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
 
     \b
@@ -107,7 +110,9 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
     _logging(verbose)
     from avsuperb.extract.run import ExtractOptions, run_extraction
 
-    summary = run_extraction(ExtractOptions(model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress))
+    summary = run_extraction(ExtractOptions(
+        model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size
+    ))
     log.info(summary.line())
     return 130 if summary.interrupted else 0
 

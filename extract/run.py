@@ -8,7 +8,9 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import numpy as np
 
 from tqdm import tqdm
 
@@ -36,6 +38,7 @@ class ExtractOptions:
     frames: bool | None = None  # None: on where the dataset has transcripts
     block_size: int | None = None
     progress: bool = True
+    batch_size: int = 1  # clips per upstream forward (models that batch pad and mask)
 
 
 @dataclass
@@ -85,6 +88,41 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
+def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], clips: list[tuple[int, datasets.Clip]],
+                   sample_rate: int | None, fps: float | None, writer: StoreWriter) -> None:
+    """Decode each clip, run the decoded ones through the upstream together, write each result.
+
+    A clip that fails to decode is recorded as failed on its own; if the batched forward fails,
+    the clips are retried one by one so that only the culprit is marked failed."""
+    decoded = []
+    for row, clip in clips:
+        try:
+            media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration)
+            decoded.append((row, clip, media))
+        except MediaError as err:
+            log.warning("clip %s failed: %s", clip.id, err)
+            writer.fail(row, str(err))
+    if len(decoded) > 1:
+        try:
+            features = upstream.extract_batch(tracks, [(m.audio, m.video) for _, _, m in decoded])
+        except (ValueError, RuntimeError) as err:
+            log.debug("batch of %d failed (%s); retrying clip by clip", len(decoded), err)
+        else:
+            for (row, clip, _), feats in zip(decoded, features):
+                _put(writer, row, clip, lambda: feats)
+            return
+    for row, clip, media in decoded:
+        _put(writer, row, clip, lambda: upstream.extract(tracks, media.audio, media.video))
+
+
+def _put(writer: StoreWriter, row: int, clip: datasets.Clip, features: Callable[[], dict[str, np.ndarray]]) -> None:
+    try:
+        writer.put(row, features())
+    except (ValueError, RuntimeError) as err:
+        log.warning("clip %s failed: %s", clip.id, err)
+        writer.fail(row, str(err) or type(err).__name__)
+
+
 def run_extraction(opts: ExtractOptions) -> Summary:
     backend_kind(opts.out)  # a bad --out fails before anything is built or written
     upstream = upstreams.build(opts.model, opts.checkpoint, opts.device)
@@ -117,17 +155,14 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             log.info("resuming: %d of %d clips already done", len(index.clips) - len(todo), len(index.clips))
         with StopRequest().installed() as stop:
             try:
-                for row in tqdm(todo, desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress):
-                    if stop:
-                        break
-                    clip = index.clips[row]
-                    try:
-                        media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration)
-                        features = upstream.extract(tracks, media.audio, media.video)
-                        writer.put(row, features)
-                    except (MediaError, ValueError, RuntimeError) as err:
-                        log.warning("clip %s failed: %s", clip.id, err)
-                        writer.fail(row, str(err) or type(err).__name__)
+                size = max(1, opts.batch_size)
+                with tqdm(total=len(todo), desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress) as bar:
+                    for start in range(0, len(todo), size):
+                        if stop:
+                            break
+                        batch = todo[start : start + size]
+                        _extract_batch(upstream, tracks, [(row, index.clips[row]) for row in batch], sample_rate, fps, writer)
+                        bar.update(len(batch))
             except KeyboardInterrupt:
                 stop.signal = stop.signal or "SIGINT"
             interrupted = bool(stop)

@@ -26,3 +26,51 @@ def test_broken_clip_is_recorded_and_the_run_goes_on(small_corpus, tmp_path):
     assert b.get_attr(S.ROOT_ATTR)["complete"]
     pooled = b.read(S.pooled_path("audio"))
     assert np.all(pooled[row] == 0) and np.all(np.abs(pooled[np.arange(len(ids)) != row]).sum(axis=(1, 2)) > 0)
+
+
+def test_batched_extraction_writes_what_one_by_one_does_and_isolates_a_failing_clip(small_corpus, tmp_path):
+    from avsuperb.extract import upstreams
+    from avsuperb.extract.upstreams.fbank import Fbank
+
+    calls: list[int] = []
+
+    class Batching(Fbank):
+        name = "fbank_batching_test"
+
+        def extract_batch(self, tracks, items):
+            calls.append(len(items))
+            if any(a is not None and len(a) == poison for a, _ in items):
+                raise RuntimeError("poisoned batch")
+            return super().extract_batch(tracks, items)
+
+        def extract(self, tracks, audio, video):
+            if audio is not None and len(audio) == poison:
+                raise RuntimeError("this clip breaks the model")
+            return super().extract(tracks, audio, video)
+
+    one = tmp_path / "one.zarr"
+    run_extraction(ExtractOptions("fbank", "synthetic", one, small_corpus, progress=False))
+    b1 = open_backend(one, "r")
+    ids = list(b1.read(S.CLIP_ID))
+    poison = -1  # first pass: nothing poisoned
+    upstreams.register(Batching)
+    try:
+        many = tmp_path / "many.zarr"
+        summary = run_extraction(ExtractOptions(Batching.name, "synthetic", many, small_corpus, progress=False, batch_size=6))
+        assert summary.done == len(ids) and max(calls) == 6
+        b6 = open_backend(many, "r")
+        np.testing.assert_array_equal(b6.read(S.pooled_path("audio")), b1.read(S.pooled_path("audio")))
+
+        from avsuperb.extract.media import decode
+
+        victim = sorted((small_corpus / "clips").glob("*.mp4"))[2]
+        poison = len(decode(victim, sample_rate=16000, fps=None).audio)
+        bad = tmp_path / "bad.zarr"
+        summary = run_extraction(ExtractOptions(Batching.name, "synthetic", bad, small_corpus, progress=False, batch_size=6))
+        assert (summary.failed, summary.done) == (1, len(ids) - 1)
+        bb = open_backend(bad, "r")
+        row = list(bb.read(S.CLIP_ID)).index(victim.stem)
+        assert bb.read(S.CLIP_STATUS)[row] == S.STATUS_FAILED
+        assert "breaks the model" in str(bb.read(S.CLIP_REASON)[row])
+    finally:
+        upstreams.REGISTRY.pop(Batching.name, None)
