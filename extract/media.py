@@ -11,6 +11,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+BLANK_SIZE = (224, 224)  # H, W of the black frames that stand in for a missing video stream
+
 
 class MediaError(Exception):
     """A clip that cannot be decoded; the message is recorded as the clip's failure reason."""
@@ -69,11 +71,14 @@ def decode(
     fps: float | None,
     start: float = 0.0,
     end: float | None = None,
+    fill_missing: bool = False,
 ) -> Media:
     """Decode [start, end) seconds of `path`; pass sample_rate / fps None to skip a stream.
 
     Audio is downmixed to mono float32; video frames are picked by timestamp (nearest earlier
     frame) on the grid start + k / fps, the way frame-rate conversion by repetition/dropping does.
+    With `fill_missing` (and a known `end`), a stream the file lacks is replaced by silence or by
+    black BLANK_SIZE frames over the range, as the reference does for Kinetics-Sounds.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,6 +91,16 @@ def decode(
         raise MediaError(f"cannot open media: {err}") from err
     try:
         with container:
+            if fill_missing and end is not None:
+                if sample_rate and not container.streams.audio:
+                    media = _decode(container, None, fps, start, end)
+                    media.audio, media.sample_rate = np.zeros(int(round((end - start) * sample_rate)), np.float32), sample_rate
+                    return media
+                if fps and not container.streams.video:
+                    media = _decode(container, sample_rate, None, start, end)
+                    n = int(round((end - start) * fps))
+                    media.video, media.fps = np.zeros((n, *BLANK_SIZE, 3), np.uint8), fps
+                    return media
             return _decode(container, sample_rate, fps, start, end)
     except av.FFmpegError as err:
         raise MediaError(f"decoding failed: {err}") from err

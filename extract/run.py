@@ -89,7 +89,7 @@ class StopRequest:
 
 
 def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], clips: list[tuple[int, datasets.Clip]],
-                   sample_rate: int | None, fps: float | None, writer: StoreWriter) -> None:
+                   sample_rate: int | None, fps: float | None, fill: bool, writer: StoreWriter) -> None:
     """Decode each clip, run the decoded ones through the upstream together, write each result.
 
     A clip that fails to decode is recorded as failed on its own; if the batched forward fails,
@@ -97,7 +97,8 @@ def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], clips: list[
     decoded = []
     for row, clip in clips:
         try:
-            media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration)
+            media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration,
+                           fill_missing=fill)
             decoded.append((row, clip, media))
         except MediaError as err:
             log.warning("clip %s failed: %s", clip.id, err)
@@ -138,10 +139,17 @@ def run_extraction(opts: ExtractOptions) -> Summary:
     frames = dataset.has_transcripts(index) if opts.frames is None else opts.frames
     sample_rate, fps = upstream.needs(tracks)
 
+    fill = dataset.fills_missing_streams
+    dataset_attrs: dict[str, object] = {"name": dataset.name, "root": str(dataset.root), "manifest_sha256": index.fingerprint()}
+    if fill:  # which clips get silence / black frames in place of a stream their file lacks
+        dataset_attrs["filled_streams"] = {
+            "audio": list(index.extra.get("no_audio", [])) if sample_rate else [],
+            "video": list(index.extra.get("no_video", [])) if fps else [],
+        }
     writer = StoreWriter.open(
         opts.out,
         upstream={"name": upstream.name, "config": upstream.config(), "checkpoint_sha256": upstream.checkpoint_sha256()},
-        dataset={"name": dataset.name, "root": str(dataset.root), "manifest_sha256": index.fingerprint()},
+        dataset=dataset_attrs,
         tracks={t: TrackSpec(offered[t].num_layers, offered[t].dim, offered[t].frame_rate) for t in tracks},
         frames=frames,
         table=index.table(),
@@ -161,7 +169,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
                         if stop:
                             break
                         batch = todo[start : start + size]
-                        _extract_batch(upstream, tracks, [(row, index.clips[row]) for row in batch], sample_rate, fps, writer)
+                        _extract_batch(upstream, tracks, [(row, index.clips[row]) for row in batch], sample_rate, fps, fill, writer)
                         bar.update(len(batch))
             except KeyboardInterrupt:
                 stop.signal = stop.signal or "SIGINT"

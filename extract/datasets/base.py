@@ -74,6 +74,9 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    # True where the reference decodes a missing audio/video stream as silence/black frames
+    # (the clips are listed in DatasetIndex.extra["no_audio"] / ["no_video"])
+    fills_missing_streams: ClassVar[bool] = False
 
     def __init__(self, root: Path | None) -> None:
         self.root = self.resolve_root(root)

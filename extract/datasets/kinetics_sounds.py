@@ -111,6 +111,7 @@ def segment_of(stem: str) -> tuple[float, float] | None:
 @register
 class KineticsSounds(Dataset):
     name = "kinetics_sounds"
+    fills_missing_streams = True
     tasks: ClassVar[tuple[str, ...]] = ("AR",)
     description = (
         "Kinetics-Sounds for action recognition (AR, 32 classes, accuracy): K400 train -> train, "

@@ -91,3 +91,20 @@ def test_probe_reads_streams_and_duration_without_decoding(small_corpus):
     assert 0.5 < info.duration < 5.0
     with pytest.raises(MediaError, match="missing file"):
         probe(clip.with_name("nope.mp4"))
+
+
+def test_fill_missing_gives_silence_or_black_frames_over_the_range(tmp_path):
+    from avsuperb.extract.media import BLANK_SIZE
+
+    mute = write_clip(tmp_path / "mute.mp4", seconds=1.0, audio=False)
+    with pytest.raises(MediaError, match="no audio stream"):
+        decode(mute, sample_rate=16000, fps=25, end=1.0)
+    m = decode(mute, sample_rate=16000, fps=25, start=0.2, end=1.0, fill_missing=True)
+    assert m.audio.shape == (12800,) and not m.audio.any() and m.sample_rate == 16000
+    assert m.video.shape == (20, 48, 64, 3) and m.video.any()
+
+    blind = tmp_path / "blind.m4a"
+    write_clip(blind, seconds=1.0, video=False)
+    m = decode(blind, sample_rate=16000, fps=25, end=0.8, fill_missing=True)
+    assert m.video.shape == (20, *BLANK_SIZE, 3) and not m.video.any() and m.fps == 25
+    assert m.audio.shape == (12800,) and m.audio.any()

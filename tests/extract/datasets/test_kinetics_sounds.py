@@ -4,6 +4,7 @@ annotations, split folders, replacement videos, and clips lacking a stream."""
 import logging
 import shutil
 
+import numpy as np
 import pytest
 
 from avsuperb import schemas as S
@@ -116,13 +117,16 @@ def test_catalogue_attributes():
     assert cls.tasks == ("AR",) and "_data_path.csv" in cls.layout and "no_audio" in cls.description
 
 
-def test_fbank_extraction_end_to_end(k400, tmp_path):
-    # Only clips that have audio: the decode step does not fill silence for a missing audio
-    # stream yet (extra["no_audio"]), so the silent clip's file is taken away first.
+def test_fbank_extraction_end_to_end_fills_a_missing_audio_stream_with_silence(k400, tmp_path):
     root = with_lists(k400)
-    (root / "train" / f"{B}.mp4").unlink()
     out = tmp_path / "ks.zarr"
     summary = run_extraction(ExtractOptions("fbank", "kinetics_sounds", out, root, progress=False))
-    assert (summary.total, summary.done, summary.failed) == (3, 3, 0)
+    assert (summary.total, summary.done, summary.failed) == (4, 4, 0)
     b = open_backend(out, "r")
-    assert sorted(b.read(S.CLIP_ID)) == sorted([A, D, E])
+    ids = list(b.read(S.CLIP_ID))
+    assert sorted(ids) == sorted([A, B, D, E])
+    assert b.get_attr(S.ROOT_ATTR)["dataset"]["filled_streams"] == {"audio": [B], "video": []}
+    pooled = b.read(S.pooled_path("audio"))[:, 0]
+    silent = pooled[ids.index(B)]
+    assert np.all(np.isfinite(silent)) and np.ptp(silent[:80]) == 0  # one constant floor in every mel bin
+    assert all(np.ptp(pooled[ids.index(c)][:80]) > 0 for c in (A, D, E))
