@@ -56,11 +56,11 @@ class ProbeCache:
         path = Path(path)
         try:
             st = path.stat()
-            key = str(path.resolve().relative_to(self.root))
-        except (OSError, ValueError):
-            key, st = str(path.resolve()), None
-        if st is None:
+        except OSError:
             return f"missing file {path}"
+        resolved = path.resolve()
+        # relative keys inside the root (the cache survives moving it); absolute ones elsewhere
+        key = str(resolved.relative_to(self.root)) if resolved.is_relative_to(self.root) else str(resolved)
         entry = self.entries.get(key)
         if entry is not None and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
             return MediaInfo(**entry["info"]) if "info" in entry else str(entry.get("error", "unreadable"))

@@ -122,9 +122,9 @@ def _plan(spec: SyntheticSpec) -> list[_Clip]:
 def _speakers(spec: SyntheticSpec) -> list[dict[str, Any]]:
     """Per-speaker timbre: base f0, tilt, harmonic amplitude pattern, breathiness."""
     rng = np.random.default_rng([spec.seed, 1])
-    f0s = np.linspace(90.0, 260.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
+    f0s = np.linspace(90.0, 200.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
     return [{"f0": float(f0s[s]), "tilt": float(rng.uniform(0.9, 1.3)),
-             "pattern": np.exp(0.5 * rng.standard_normal(128)), "phase": rng.uniform(0, 2 * np.pi, 128),
+             "pattern": np.exp(0.25 * rng.standard_normal(128)), "phase": rng.uniform(0, 2 * np.pi, 128),
              "breath": float(rng.uniform(0.05, 0.35))} for s in range(N_SPEAKERS)]
 
 
