@@ -31,11 +31,8 @@ audio and fusion tracks (the video track zeroes audio features, whatever the aud
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
-import pickle
-import types
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +44,7 @@ import torch.nn.functional as F
 
 from avsuperb.extract.upstreams.av_hubert_model import AVHubertArch, AVHubertModel
 from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.checkpoint import plain, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -172,116 +170,6 @@ def video_features(video: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- checkpoint
 
 
-class _Placeholder:
-    """Stands in for a class the checkpoint pickles but this package cannot or will not import
-    (omegaconf containers, fairseq meters, ...): it just records what unpickling gives it."""
-
-    _qualname = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
-        obj = super().__new__(cls)
-        obj._args, obj._state, obj._items, obj._list = args, None, {}, []
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._args = args or self._args
-
-    def __setstate__(self, state: Any) -> None:
-        self._state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-
-    def append(self, value: Any) -> None:
-        self._list.append(value)
-
-    def extend(self, values: Any) -> None:
-        self._list.extend(values)
-
-    def __repr__(self) -> str:
-        return f"<unloaded {self._qualname}>"
-
-
-@lru_cache(maxsize=None)
-def _placeholder_class(module: str, name: str) -> type[_Placeholder]:
-    return type(name, (_Placeholder,), {"_qualname": f"{module}.{name}"})
-
-
-_SAFE_BUILTINS = {
-    "set", "frozenset", "dict", "list", "tuple", "slice", "complex", "float", "int", "str", "bytes", "bytearray", "bool", "range", "object",
-}  # fmt: skip
-_SAFE_GLOBALS = {
-    "collections": {"OrderedDict", "defaultdict", "deque"},
-    "torch.nn.parameter": {"Parameter"},
-    "argparse": {"Namespace"},
-    "_codecs": {"encode"},
-    "copyreg": {"_reconstructor"},
-    "numpy": {"ndarray", "dtype"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-}
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    """Resolves tensors, plain containers and numpy arrays; everything else becomes a placeholder,
-    so a checkpoint pickled with omegaconf/fairseq classes loads without those packages and
-    without running their code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if name in _SAFE_GLOBALS.get(module, ()):
-            return super().find_class(module, name)
-        if module in ("torch._utils", "torch._tensor") and name.startswith("_rebuild"):
-            return super().find_class(module, name)
-        if module == "torch":
-            value = getattr(torch, name, None)
-            if isinstance(value, torch.dtype) or value in (torch.Size, torch.device):
-                return value
-            if isinstance(value, type) and name.endswith("Storage"):
-                return value
-        if module == "numpy.dtypes" and name.endswith("DType"):
-            return super().find_class(module, name)
-        return _placeholder_class(module, name)
-
-
-_TOLERANT_PICKLE = types.ModuleType("avsuperb_tolerant_pickle")
-_TOLERANT_PICKLE.Unpickler = _TolerantUnpickler  # type: ignore[attr-defined]
-_TOLERANT_PICKLE.load = lambda f, **kw: _TolerantUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-_TOLERANT_PICKLE.__name__ = "avsuperb_tolerant_pickle"
-
-
-def _plain(obj: Any, seen: frozenset[int] = frozenset()) -> Any:
-    """Checkpoint config → plain dicts/lists/scalars (omegaconf containers via their pickled state)."""
-    if id(obj) in seen:
-        return None
-    seen = seen | {id(obj)}
-    if isinstance(obj, _Placeholder):
-        state = obj._state
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
-            state = {**(state[0] or {}), **state[1]}
-        if isinstance(state, dict):
-            if "_content" in state:  # omegaconf DictConfig / ListConfig
-                return _plain(state["_content"], seen)
-            if "_val" in state:  # omegaconf value node
-                return _plain(state["_val"], seen)
-            return {k: _plain(v, seen) for k, v in state.items() if not str(k).startswith("_")}
-        if obj._items:
-            return {k: _plain(v, seen) for k, v in obj._items.items()}
-        if obj._list:
-            return [_plain(v, seen) for v in obj._list]
-        if len(obj._args) == 1:  # an enum member or a wrapped scalar
-            return _plain(obj._args[0], seen)
-        return None
-    if isinstance(obj, argparse.Namespace):
-        return _plain(vars(obj), seen)
-    if isinstance(obj, dict):
-        return {k: _plain(v, seen) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, seen) for v in obj]
-    return obj
-
-
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     model: AVHubertModel  # with the checkpoint's encoder weights, in eval mode, on the CPU
@@ -305,11 +193,11 @@ def _arch_from_config(model_cfg: dict[str, Any], path: Path) -> AVHubertArch:
             continue
         default = getattr(defaults, f.name)
         if isinstance(default, bool) and not isinstance(raw, bool):
-            raise UpstreamError(f"{path}: model config field {f.name}={raw!r} is not a boolean")
+            raise UpstreamError(f"av_hubert: {path}: model config field {f.name}={raw!r} is not a boolean")
         try:
             values[f.name] = raw if isinstance(default, bool) else type(default)(raw)
         except (TypeError, ValueError) as err:
-            raise UpstreamError(f"{path}: model config field {f.name}={raw!r} is not usable ({err})") from err
+            raise UpstreamError(f"av_hubert: {path}: model config field {f.name}={raw!r} is not usable ({err})") from err
     return AVHubertArch(**values)
 
 
@@ -317,19 +205,15 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """Read a fairseq AV-HuBERT checkpoint (pretrained or fine-tuned) and check it against the
     architecture its config describes; UpstreamError with one line when it is anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise UpstreamError(f"checkpoint {path} does not exist; expected {EXPECTED}")
-    try:
-        obj = torch.load(path, map_location="cpu", pickle_module=_TOLERANT_PICKLE, weights_only=False)
-    except Exception as err:  # truncated zip, random bytes, ...: all mean "not a checkpoint"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UpstreamError(f"{path} is not a readable PyTorch checkpoint ({reason}); expected {EXPECTED}") from err
+    obj = read_checkpoint(path, "av_hubert", expected=EXPECTED)
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
-        raise UpstreamError(f"{path} holds {_describe(obj)}, not a fairseq checkpoint with a 'model' state dict; expected {EXPECTED}")
+        raise UpstreamError(
+            f"av_hubert: {path} holds {_describe(obj)}, not a fairseq checkpoint with a 'model' state dict; expected {EXPECTED}"
+        )
     state: dict[str, Any] = obj["model"]
-    cfg = _plain(obj.get("cfg"))
+    cfg = plain(obj.get("cfg"))
     if not cfg and obj.get("args") is not None:  # pre-hydra fairseq: one flat argparse Namespace
-        flat = _plain(obj["args"])
+        flat = plain(obj["args"])
         cfg = {"model": flat, "task": flat}
     if not isinstance(cfg, dict):
         cfg = {}
@@ -343,7 +227,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     if not any(k.startswith("feature_extractor_video.") for k in encoder):
         first = ", ".join(list(state)[:3])
         raise UpstreamError(
-            f"{path} is not an AV-HuBERT checkpoint: it has no feature_extractor_video.* weights (first keys: {first}); expected {EXPECTED}"
+            f"av_hubert: {path} is not an AV-HuBERT checkpoint: it has no feature_extractor_video.* weights "
+            f"(first keys: {first}); expected {EXPECTED}"
         )
     outside = [k for k in state if not k.startswith(prefix) and not k.startswith(head_prefixes)]
 
@@ -358,13 +243,13 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
     stack = task_cfg.get("stack_order_audio", STACK_ORDER)
     if stack != STACK_ORDER or arch.audio_feat_dim != STACK_ORDER * NUM_FILTERS:
         raise UpstreamError(
-            f"{path}: audio input is {arch.audio_feat_dim}-d with stack_order_audio {stack}; "
+            f"av_hubert: {path}: audio input is {arch.audio_feat_dim}-d with stack_order_audio {stack}; "
             f"only {NUM_FILTERS}-filter fbanks stacked ×{STACK_ORDER} are supported"
         )
     try:
         model = AVHubertModel(arch)
     except ValueError as err:
-        raise UpstreamError(f"{path}: {err}") from err
+        raise UpstreamError(f"av_hubert: {path}: {err}") from err
 
     expected = model.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -376,11 +261,11 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise UpstreamError(f"{path} does not match the AV-HuBERT architecture its config describes: keys {'; '.join(parts)}")
+        raise UpstreamError(f"av_hubert: {path} does not match the AV-HuBERT architecture its config describes: keys {'; '.join(parts)}")
     for k, ref in expected.items():
         if k in encoder and tuple(encoder[k].shape) != tuple(ref.shape):
             raise UpstreamError(
-                f"{path}: weight {k} has shape {tuple(encoder[k].shape)}, the config implies {tuple(ref.shape)}"
+                f"av_hubert: {path}: weight {k} has shape {tuple(encoder[k].shape)}, the config implies {tuple(ref.shape)}"
             )
     model.load_state_dict({k: v for k, v in encoder.items() if k in expected}, strict=False)
     return LoadedCheckpoint(model.eval(), finetuned, bool(task_cfg.get("normalize", True)))

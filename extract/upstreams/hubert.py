@@ -4,7 +4,8 @@ The weights come from a local `--checkpoint`, in any of the three released forms
 onto torchaudio's wav2vec2/HuBERT architecture; layer count and sizes are read from the checkpoint:
 
 - fairseq (`hubert_base_ls960.pt`, pre-trained or fine-tuned `w2v_encoder.w2v_model.*`), read
-  without fairseq or omegaconf installed: pickled objects of other classes become inert stand-ins;
+  without fairseq or omegaconf installed (`checkpoint.read_checkpoint`: pickled objects of other
+  classes become inert placeholders);
 - torchaudio's bundle state dict (`hubert_fairseq_base_ls960.pth`), which carries no config;
 - a Hugging Face model directory (`config.json` + `model.safetensors` or `pytorch_model.bin`).
 
@@ -18,16 +19,12 @@ tensor in `last_hidden_state` only.
 
 from __future__ import annotations
 
-import _compat_pickle
-import argparse
 import ast
 import hashlib
 import json
 import logging
 import math
-import pickle
 import re
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,8 @@ from torch.nn.utils.parametrize import is_parametrized, remove_parametrizations
 from torchaudio.models import Wav2Vec2Model, wav2vec2_model
 
 from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.checkpoint import fold_weight_norm, one_line, plain
+from avsuperb.extract.upstreams.checkpoint import read_checkpoint as read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -153,120 +152,6 @@ class Checkpoint:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading pickled checkpoints without the classes they were pickled with
-
-
-class _StandIn:
-    """Takes the place of a pickled object whose class is not on the allow list (fairseq's
-    Dictionary, omegaconf's DictConfig, numpy scalars...): keeps its arguments and state, runs nothing."""
-
-    _pickled_name = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _StandIn:
-        obj = object.__new__(cls)
-        obj.__dict__["_pickled_args"] = args
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if isinstance(state, dict):
-            self.__dict__.update({str(k): v for k, v in state.items()})
-        else:
-            self.__dict__["_pickled_state"] = state
-
-    def __call__(self, *args: Any, **kwargs: Any) -> _StandIn:
-        return self
-
-    def __repr__(self) -> str:
-        return f"<stand-in for {self._pickled_name}>"
-
-
-_STAND_INS: dict[str, type[_StandIn]] = {}
-
-
-def _allowed_globals() -> dict[str, Any]:
-    """The globals torch's own `weights_only` loader trusts (tensor rebuilders, dtypes, OrderedDict), plus Namespace."""
-    try:
-        from torch import _weights_only_unpickler
-
-        allowed = dict(_weights_only_unpickler._get_allowed_globals())
-    except (ImportError, AttributeError):  # private API: fall back to what plain state dicts need
-        allowed = {
-            "collections.OrderedDict": OrderedDict,
-            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-        }
-    allowed["argparse.Namespace"] = argparse.Namespace
-    return allowed
-
-
-class _TolerantUnpickler(pickle.Unpickler):
-    allowed: dict[str, Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if _TolerantUnpickler.allowed is None:
-            _TolerantUnpickler.allowed = _allowed_globals()
-        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol-2 pickles (torch.save's) name Python 2 modules
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        full = f"{module}.{name}"
-        if full in _TolerantUnpickler.allowed:
-            return _TolerantUnpickler.allowed[full]
-        if full not in _STAND_INS:
-            _STAND_INS[full] = type(f"StandIn[{full}]", (_StandIn,), {"_pickled_name": full})
-        return _STAND_INS[full]
-
-
-class _TolerantPickleModule:
-    """A `pickle_module` for torch.load: only allow-listed globals are resolved, nothing is imported."""
-
-    Unpickler = _TolerantUnpickler
-
-    @staticmethod
-    def load(f: Any, **kwargs: Any) -> Any:
-        return _TolerantUnpickler(f, **kwargs).load()
-
-
-def _plain(obj: Any, depth: int = 0) -> Any:
-    """Configs as plain dicts/lists: Namespaces, and stand-ins for omegaconf containers and enums."""
-    if depth > 64:
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v, depth + 1) for v in obj]
-    if isinstance(obj, argparse.Namespace):
-        return {k: _plain(v, depth + 1) for k, v in vars(obj).items()}
-    if isinstance(obj, _StandIn):
-        d = obj.__dict__
-        if "_content" in d:  # omegaconf DictConfig/ListConfig
-            return _plain(d["_content"], depth + 1)
-        if "_val" in d:  # omegaconf value node
-            return _plain(d["_val"], depth + 1)
-        args = d.get("_pickled_args", ())
-        if len(args) == 1:  # an Enum member pickled as Class(value)
-            return _plain(args[0], depth + 1)
-        return {k: _plain(v, depth + 1) for k, v in d.items() if not k.startswith("_")}
-    return obj
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", pickle_module=_TolerantPickleModule, weights_only=False)
-    except Exception as err:  # truncated zip, random bytes, empty file...: all the user's file
-        raise UpstreamError(f"hubert: cannot read {path} as a torch checkpoint ({_one_line(err)}); expected {ACCEPTED}") from None
-
-
-# ---------------------------------------------------------------------------------------------
 # The three released forms, all turned into torchaudio naming
 
 
@@ -278,7 +163,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         path = path.parent
     if path.is_dir():
         return _read_huggingface(path)
-    obj = _torch_load(path)
+    obj = read_torch_file(path, "hubert", expected=ACCEPTED)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):  # fairseq: {"cfg" or "args", "model", ...}
         hints = _fairseq_hints(obj)
         naming, state, finetuned = _canonical(obj["model"], path)
@@ -297,7 +182,7 @@ def _read_huggingface(root: Path) -> Checkpoint:
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as err:
-        raise UpstreamError(f"hubert: cannot read {cfg_file} ({_one_line(err)})") from None
+        raise UpstreamError(f"hubert: cannot read {cfg_file} ({one_line(err)})") from None
     if not isinstance(cfg, dict):
         raise UpstreamError(f"hubert: {cfg_file} is not a JSON object")
     model_type = cfg.get("model_type", "hubert")
@@ -315,9 +200,9 @@ def _read_huggingface(root: Path) -> Checkpoint:
 
             raw = load_file(str(weights), device="cpu")
         except Exception as err:
-            raise UpstreamError(f"hubert: cannot read {weights} ({_one_line(err)}); expected a safetensors file") from None
+            raise UpstreamError(f"hubert: cannot read {weights} ({one_line(err)}); expected a safetensors file") from None
     else:
-        raw = _torch_load(weights)
+        raw = read_torch_file(weights, "hubert", expected=ACCEPTED)
         if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
             raise UpstreamError(f"hubert: {weights} is not a state dict of tensors")
 
@@ -336,7 +221,7 @@ def _read_huggingface(root: Path) -> Checkpoint:
         try:
             hints.normalize = bool(json.loads(pre.read_text()).get("do_normalize"))
         except (OSError, ValueError, AttributeError) as err:
-            raise UpstreamError(f"hubert: cannot read {pre} ({_one_line(err)})") from None
+            raise UpstreamError(f"hubert: cannot read {pre} ({one_line(err)})") from None
     naming, state, finetuned = _canonical(raw, weights)
     if naming != "huggingface":
         raise UpstreamError(f"hubert: {weights} uses {naming} parameter names, not Hugging Face's; give the file itself as --checkpoint")
@@ -344,11 +229,11 @@ def _read_huggingface(root: Path) -> Checkpoint:
 
 
 def _fairseq_hints(ckpt: dict[str, Any]) -> Hints:
-    cfg = _plain(ckpt.get("cfg")) if ckpt.get("cfg") is not None else None
+    cfg = plain(ckpt.get("cfg")) if ckpt.get("cfg") is not None else None
     if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict):
         model, task = cfg["model"], cfg.get("task") or {}
     elif ckpt.get("args") is not None:  # legacy argparse Namespace: one flat namespace
-        model = task = _plain(ckpt["args"])
+        model = task = plain(ckpt["args"])
     else:
         log.warning("hubert: the fairseq checkpoint has no readable config; architecture inferred from the weights")
         return Hints()
@@ -357,7 +242,7 @@ def _fairseq_hints(ckpt: dict[str, Any]) -> Hints:
     name = str(model.get("_name") or model.get("arch") or "hubert")
     finetuned = False
     outer_normalize = task.get("normalize", model.get("normalize"))
-    inner = _plain(model.get("w2v_args"))
+    inner = plain(model.get("w2v_args"))
     if isinstance(inner, dict) and inner:  # fine-tuned: the encoder's config is the pre-training one
         finetuned = True
         if isinstance(inner.get("model"), dict):
@@ -410,7 +295,7 @@ def _conv_spec(spec: Any) -> list[tuple[int, int, int]]:
         layers = value(ast.parse(spec, mode="eval").body) if isinstance(spec, str) else spec
         return [(int(c), int(k), int(s)) for c, k, s in layers]
     except (SyntaxError, ValueError, TypeError) as err:
-        raise UpstreamError(f"hubert: cannot parse conv_feature_layers {spec!r} in the fairseq config ({_one_line(err)})") from None
+        raise UpstreamError(f"hubert: cannot parse conv_feature_layers {spec!r} in the fairseq config ({one_line(err)})") from None
 
 
 def _canonical(raw: dict[str, Any], where: Path) -> tuple[str, dict[str, torch.Tensor], bool]:
@@ -436,7 +321,7 @@ def _canonical(raw: dict[str, Any], where: Path) -> tuple[str, dict[str, torch.T
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise UpstreamError(f"hubert: {where} has parameters a HuBERT encoder does not have ({', '.join(unknown[:3])}{more})")
-    _fold_weight_norm(state, where)
+    fold_weight_norm(state, POS_CONV, "hubert", where)  # the positional conv's weight norm (dim 2)
     return naming, state, finetuned
 
 
@@ -450,17 +335,6 @@ def _detect(raw: dict[str, Any], where: Path) -> tuple[str, str]:
         f"hubert: {where} is not a HuBERT checkpoint: none of its {len(raw)} tensors ({sample}, ...) is a HuBERT "
         f"positional convolution; expected {ACCEPTED}"
     )
-
-
-def _fold_weight_norm(state: dict[str, torch.Tensor], where: Path) -> None:
-    """The positional conv's weight, whichever way weight norm (dim 2) was stored: g/v pairs or plain."""
-    pairs = [("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1")]
-    for g_name, v_name in pairs:
-        g, v = state.pop(POS_CONV + g_name, None), state.pop(POS_CONV + v_name, None)
-        if g is not None and v is not None:
-            state[POS_CONV + "weight"] = v * (g / v.norm(p=2, dim=(0, 1), keepdim=True))
-        elif g is not None or v is not None:
-            raise UpstreamError(f"hubert: {where} has only half of the positional convolution's weight norm ({g_name}/{v_name})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +420,7 @@ def build_model(arch: Arch, state: dict[str, torch.Tensor], where: Path) -> Wav2
             f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
             for label, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes))
             if keys
-        ) or _one_line(err)
+        ) or one_line(err)
         raise UpstreamError(f"hubert: {where} does not fit a HuBERT of its own inferred shape ({detail})") from None
     return model.eval().requires_grad_(False)
 

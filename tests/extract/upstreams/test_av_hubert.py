@@ -367,8 +367,8 @@ def test_bad_files_are_one_line_errors(tmp_path, tiny_ckpt):
     bare = tmp_path / "bare_state_dict.pt"
     torch.save({"encoder.layer_norm.weight": torch.ones(4)}, bare)
     expected = {
-        truncated: "not a readable PyTorch checkpoint",
-        noise: "not a readable PyTorch checkpoint",
+        truncated: "cannot read .* as a PyTorch checkpoint",
+        noise: "cannot read .* as a PyTorch checkpoint",
         hubert: "not an AV-HuBERT checkpoint",
         bare: "not a fairseq checkpoint with a 'model' state dict",
         tmp_path / "absent.pt": "does not exist",
@@ -377,6 +377,7 @@ def test_bad_files_are_one_line_errors(tmp_path, tiny_ckpt):
         with pytest.raises(UpstreamError, match=message) as err:
             av_hubert.AVHubert(path)
         assert "\n" not in str(err.value) and "base_lrs3_iter5.pt" in str(err.value), str(err.value)
+        assert str(err.value).startswith("av_hubert: "), str(err.value)
 
 
 def test_missing_or_unexpected_weights_are_refused(tmp_path, tiny_ckpt):
