@@ -9,6 +9,6 @@ from avsuperb.extract.upstreams.base import (
     build,
     register,
 )
-from avsuperb.extract.upstreams import av_hubert, fbank, hog, hubert  # noqa: F401  (register built-ins)
+from avsuperb.extract.upstreams import av_hubert, avbert, fbank, hog, hubert, mavil, replai  # noqa: F401  (register built-ins)
 
 __all__ = ["REGISTRY", "TrackInfo", "Upstream", "UpstreamError", "available", "build", "register"]
