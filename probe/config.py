@@ -40,6 +40,9 @@ class TrainConfig:
     dropout: float = 0.2
     upsample: int = 2
     warmup_steps: int = 1500
+    # Not in the reference: scale each layer's frames to zero mean, unit variance per dimension
+    # with the store's train-split statistics before the head (speeds up CTC on raw features).
+    standardize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -125,6 +125,9 @@ class CTCHead(nn.Module):
     def __init__(self, num_layers: int, dim: int, vocab_size: int, hidden: int = 256, units: int = 1024,
                  lstm_layers: int = 2, dropout: float = 0.2, upsample: int = 2) -> None:
         super().__init__()
+        # per-layer, per-dimension input standardisation (identity unless `standardize` sets it)
+        self.register_buffer("shift", torch.zeros(num_layers, dim))
+        self.register_buffer("scale", torch.ones(num_layers, dim))
         self.featurizer = WeightedSum(num_layers)
         self.projector = nn.Linear(dim, hidden)
         self.upsample = upsample
@@ -138,6 +141,9 @@ class CTCHead(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, L, D] zero-padded, lengths [B] -> logits [B, upsample*T, V], output lengths [B] (CPU)."""
+        x = (x - self.shift) * self.scale
+        valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)
+        x = x * valid[:, :, None, None]  # padding stays zero
         h = self.projector(self.featurizer(x))
         h = h.repeat_interleave(self.upsample, dim=1)
         out_lengths = self.output_lengths(lengths.cpu())
@@ -145,6 +151,16 @@ class CTCHead(nn.Module):
         for lstm in self.lstms:
             h = self.dropout(lstm(h, on_device))
         return self.classifier(h), out_lengths
+
+
+def frame_moments(stats: dict[str, np.ndarray], num_layers: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer, per-dimension mean and standard deviation [L, D] of the train split's frames."""
+    if not {"count", "sum", "sumsq"} <= stats.keys():
+        raise TaskError("standardize needs the store's train statistics, and this store has none (extraction unfinished?)")
+    count = np.maximum(np.asarray(stats["count"], np.float64).reshape(-1, 1), 1.0)
+    mean = np.asarray(stats["sum"], np.float64).reshape(num_layers, dim) / count
+    var = np.asarray(stats["sumsq"], np.float64).reshape(num_layers, dim) / count - mean**2
+    return mean, np.sqrt(np.maximum(var, 1e-10))
 
 
 class FrameBatches:
@@ -331,10 +347,15 @@ class SpeechRecognition(Task):
         targets = {r: vocab.encode(t) for r, t in normalised.items()}
 
         num_layers, dim = source.backend.shape(source.name)[1:]
+        if cfg.standardize:
+            mean, std = frame_moments(data.reader.stats(data.track), num_layers, dim)
         self._warn_infeasible(source, data.rows["train"], targets, cfg.upsample)
 
         torch.manual_seed(cfg.seed)
         template = CTCHead(num_layers, dim, len(vocab), cfg.hidden, cfg.lstm_units, cfg.lstm_layers, cfg.dropout, cfg.upsample)
+        if cfg.standardize:
+            template.shift.copy_(torch.from_numpy(mean).float())
+            template.scale.copy_(torch.from_numpy(1.0 / std).float())
         device = torch.device(data.device)
         runs: list[RateRun] = []
         chosen: RateRun | None = None

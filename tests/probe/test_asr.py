@@ -3,6 +3,7 @@ invariance, streaming reads, and learning a toy store whose frames spell the tra
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -159,6 +160,31 @@ def test_batches_hold_each_clips_frames_zero_padded_within_a_bounded_cache(tmp_p
                 np.testing.assert_array_equal(x[i, : len(expected)].numpy(), expected)
                 assert not x[i, len(expected) :].any()
             assert 0 < source._cached <= 2000
+
+
+def test_standardize_uses_the_train_moments_and_keeps_padding_zero() -> None:
+    from avsuperb.probe.tasks.asr import frame_moments
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(3.0, 5.0, size=(500, 2, 6))
+    stats = {"count": np.array([500]), "sum": frames.sum(0), "sumsq": np.square(frames).sum(0)}
+    mean, std = frame_moments(stats, 2, 6)
+    np.testing.assert_allclose(mean, frames.mean(0), atol=1e-9)
+    np.testing.assert_allclose(std, frames.std(0), atol=1e-9)
+    with pytest.raises(tasks.TaskError, match="train statistics"):
+        frame_moments({}, 2, 6)
+
+    torch.manual_seed(0)
+    head = CTCHead(num_layers=2, dim=6, vocab_size=29, hidden=16, units=8, dropout=0.0, upsample=1).eval()
+    plain = copy.deepcopy(head)
+    head.shift.copy_(torch.from_numpy(mean).float())
+    head.scale.copy_(torch.from_numpy(1 / std).float())
+    x = torch.from_numpy(frames[:10]).float()[None]
+    padded = torch.cat([x, torch.full((1, 5, 2, 6), 7.0)], dim=1)
+    with torch.no_grad():
+        out, _ = head(padded, torch.tensor([10]))
+        ref, _ = plain((x - head.shift) * head.scale, torch.tensor([10]))
+    torch.testing.assert_close(out[:, :10], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_learns_transcripts_from_frames_reading_only_batches(tmp_path: Path) -> None:
