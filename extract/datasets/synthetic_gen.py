@@ -3,7 +3,7 @@
 Each clip is a real mp4 (H.264/MPEG-4 video + ALAC mono audio) carrying five labels:
 
 * ``transcript`` -- letter tokens (100 ms each) audible as formant pairs and visible as mouth shapes;
-* ``speaker`` -- voice timbre only (f0, spectral tilt, harmonic pattern, breathiness);
+* ``speaker`` -- voice timbre only (f0, F3/F4 resonances, spectral tilt, harmonic pattern, breathiness);
 * ``emotion`` -- prosody only (pitch level/contour, loudness, brightness);
 * ``events`` -- multi-label non-speech sounds (audio only);
 * ``action`` -- stripe orientation of a bouncing patch (video only; its bounce thud is class-agnostic).
@@ -27,7 +27,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-SYNTHETIC_VERSION = 1  # bump when the rendering changes
+SYNTHETIC_VERSION = 2  # bump when the rendering changes (2: 24 speakers with F3/F4 timbre, flatter harmonics)
 
 CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 LEXICON = (
@@ -38,7 +38,7 @@ LEXICON = (
 EVENTS = ("beep", "chirp", "hiss", "knock", "whistle", "rumble")
 ACTIONS = ("stripes000", "stripes045", "stripes090", "stripes135")
 EMOTIONS = ("neu", "hap", "ang", "sad")
-N_SPEAKERS, N_TRAIN_SPEAKERS = 14, 10
+N_SPEAKERS, N_TRAIN_SPEAKERS = 24, 16
 SPEAKERS = tuple(f"spk{i:02d}" for i in range(N_SPEAKERS))
 
 # Fixed per-character table: grid cell (F1 level, F2 level) -> formants and mouth opening.
@@ -120,10 +120,13 @@ def _plan(spec: SyntheticSpec) -> list[_Clip]:
 
 
 def _speakers(spec: SyntheticSpec) -> list[dict[str, Any]]:
-    """Per-speaker timbre: base f0, tilt, harmonic amplitude pattern, breathiness."""
+    """Per-speaker timbre: base f0, F3/F4 resonances (above every character's F1/F2, so they do
+    not blur the transcript), tilt, a mild harmonic amplitude pattern, breathiness."""
     rng = np.random.default_rng([spec.seed, 1])
     f0s = np.linspace(90.0, 200.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
-    return [{"f0": float(f0s[s]), "tilt": float(rng.uniform(0.9, 1.3)),
+    f3s = np.linspace(2900.0, 3700.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
+    f4s = np.linspace(4200.0, 5600.0, N_SPEAKERS)[rng.permutation(N_SPEAKERS)]
+    return [{"f0": float(f0s[s]), "f3": float(f3s[s]), "f4": float(f4s[s]), "tilt": float(rng.uniform(0.9, 1.3)),
              "pattern": np.exp(0.25 * rng.standard_normal(128)), "phase": rng.uniform(0, 2 * np.pi, 128),
              "breath": float(rng.uniform(0.05, 0.35))} for s in range(N_SPEAKERS)]
 
@@ -207,7 +210,8 @@ def _speech(spec: SyntheticSpec, c: _Clip, spk: dict[str, Any], lead: int, n: in
     h = np.arange(1, nh + 1)[:, None]
     blk = 40  # harmonic amplitudes vary slowly: evaluate them every 2.5 ms
     fh = h * f0[None, ::blk]
-    formant = 1 / (1 + ((fh - f1[::blk]) / 90) ** 2) + 0.8 / (1 + ((fh - f2[::blk]) / 140) ** 2) + 0.12
+    formant = (1 / (1 + ((fh - f1[::blk]) / 90) ** 2) + 0.8 / (1 + ((fh - f2[::blk]) / 140) ** 2)
+               + 0.6 / (1 + ((fh - spk["f3"]) / 200) ** 2) + 0.5 / (1 + ((fh - spk["f4"]) / 250) ** 2) + 0.12)
     amp = spk["pattern"][1:nh + 1, None] * (fh / 200.0) ** (etilt - spk["tilt"]) * formant * (fh < 7500)
     amp = np.repeat(amp.astype(np.float32), blk, axis=1)[:, :m]
     ph = (h * phase[None, :] + spk["phase"][1:nh + 1, None]).astype(np.float32)
