@@ -84,7 +84,37 @@ class _LazyHelp(click.Command):
         super().format_help(ctx, formatter)
 
 
+def _list_datasets(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from avsuperb.extract import datasets
+
+    for name in datasets.available():
+        cls = datasets.REGISTRY[name]
+        click.echo(f"{name}  [tasks: {', '.join(cls.tasks) or '-'}]")
+        click.echo(f"    {cls.description}")
+        for line in cls.layout.splitlines():
+            click.echo(f"    {line}")
+        click.echo("")
+    ctx.exit(0)
+
+
+def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from avsuperb.extract import upstreams
+
+    for name in upstreams.available():
+        doc = (upstreams.REGISTRY[name].__doc__ or "").strip().splitlines()
+        click.echo(f"{name:10s} {doc[0] if doc else ''}")
+    ctx.exit(0)
+
+
 @click.command(cls=_LazyHelp, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--list-datasets", is_flag=True, expose_value=False, is_eager=True, callback=_list_datasets,
+              help="Show each dataset, the tasks it serves and the files it expects under --root, then exit.")
+@click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
+              help="Show the upstream models, then exit.")
 @click.option("--model", required=True, help="Upstream model.")
 @click.option("--dataset", required=True, help="Dataset.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset directory (synthetic: where to render it; default: the user cache).")

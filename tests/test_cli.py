@@ -102,6 +102,18 @@ def test_extract_help_lists_models_and_datasets(run_cli, tmp_path):
     assert tree_digest(tmp_path) == {}
 
 
+def test_extract_lists_datasets_with_tasks_and_layouts_and_models(run_cli, tmp_path):
+    from avsuperb.extract import datasets, upstreams
+
+    r = run_cli(EXTRACT, "--list-datasets", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in datasets.available():
+        assert f"{name}  [tasks: " in r.stdout
+    assert "[tasks: er]" in r.stdout and "EmoEvaluation" in r.stdout and "trainlist01.txt" in r.stdout
+    r = run_cli(EXTRACT, "--list-models", cwd=tmp_path)
+    assert r.returncode == 0 and all(name in r.stdout for name in upstreams.available())
+
+
 def test_probe_help_lists_tasks(run_cli, tmp_path):
     r = run_cli(PROBE, "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -115,7 +115,7 @@ def read_segments(path: Path, mid_to_class: dict[str, str], seen: set[str], data
 @register
 class AudioSet20K(Dataset):
     name = "audioset20k"
-    tasks: ClassVar[tuple[str, ...]] = ("AEC",)
+    tasks: ClassVar[tuple[str, ...]] = ("aec",)
     description = (
         "AudioSet-20K for audio event classification (AEC, 527 classes, multi-label, mAP): "
         "balanced_train -> train, eval -> test, no dev (the prober carves one). Google's official "

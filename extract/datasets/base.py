@@ -74,6 +74,8 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ()  # probing tasks its labels serve
+    layout: ClassVar[str] = ""  # the files expected under --root, for --list-datasets
     # True where the reference decodes a missing audio/video stream as silence/black frames
     # (the clips are listed in DatasetIndex.extra["no_audio"] / ["no_video"])
     fills_missing_streams: ClassVar[bool] = False

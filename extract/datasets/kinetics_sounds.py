@@ -112,7 +112,7 @@ def segment_of(stem: str) -> tuple[float, float] | None:
 class KineticsSounds(Dataset):
     name = "kinetics_sounds"
     fills_missing_streams = True
-    tasks: ClassVar[tuple[str, ...]] = ("AR",)
+    tasks: ClassVar[tuple[str, ...]] = ("ar",)
     description = (
         "Kinetics-Sounds for action recognition (AR, 32 classes, accuracy): K400 train -> train, "
         "val -> dev, test -> test, restricted to the 32 audible classes; the reference's clip lists "

@@ -21,6 +21,8 @@ class Synthetic(Dataset):
 
     name = "synthetic"
     description = "built-in synthetic corpus, rendered on first use (AEC, AR, ASR, ASV, ER labels)"
+    tasks = ("aec", "ar", "asr", "asv", "er")
+    layout = "nothing needed: rendered into --root (default: the user cache) on first use"
 
     def resolve_root(self, root: Path | None) -> Path:
         root = Path(root).expanduser() if root is not None else default_root()

@@ -68,7 +68,7 @@ def read_list(
 @register
 class UCF101(Dataset):
     name = "ucf101"
-    tasks: ClassVar[tuple[str, ...]] = ("AR",)
+    tasks: ClassVar[tuple[str, ...]] = ("ar",)
     description = (
         "UCF101 for action recognition (AR, accuracy): official split 1 (trainlist01 -> train, "
         "testlist01 -> test, no dev: the prober carves one), keeping only the videos with an audio "

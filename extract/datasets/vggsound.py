@@ -58,7 +58,7 @@ def read_rows(path: Path, dataset: str) -> tuple[list[tuple[str, int, str, str]]
 @register
 class VGGSound(Dataset):
     name = "vggsound"
-    tasks: ClassVar[tuple[str, ...]] = ("AEC",)
+    tasks: ClassVar[tuple[str, ...]] = ("aec",)
     description = (
         "VGGSound for audio event classification (AEC, single label, accuracy): the official "
         "vggsound.csv train/test split, no dev (the prober carves one); classes are the sorted set of "

@@ -109,7 +109,7 @@ def test_segment_placement():
 
 def test_catalogue_attributes():
     cls = audioset20k.AudioSet20K
-    assert cls.tasks == ("AEC",) and "balanced_train" in cls.layout and "eval" in cls.description
+    assert cls.tasks == ("aec",) and "balanced_train" in cls.layout and "eval" in cls.description
 
 
 def test_fbank_extraction_end_to_end(root, tmp_path):

@@ -114,7 +114,7 @@ def test_all_rows_malformed_is_an_error(k400):
 
 def test_catalogue_attributes():
     cls = kinetics_sounds.KineticsSounds
-    assert cls.tasks == ("AR",) and "_data_path.csv" in cls.layout and "no_audio" in cls.description
+    assert cls.tasks == ("ar",) and "_data_path.csv" in cls.layout and "no_audio" in cls.description
 
 
 def test_fbank_extraction_end_to_end_fills_a_missing_audio_stream_with_silence(k400, tmp_path):

@@ -104,7 +104,7 @@ def test_all_rows_malformed_is_an_error(root):
 
 def test_catalogue_attributes():
     cls = ucf101.UCF101
-    assert cls.tasks == ("AR",) and "trainlist01.txt" in cls.layout and "audio" in cls.description
+    assert cls.tasks == ("ar",) and "trainlist01.txt" in cls.layout and "audio" in cls.description
 
 
 def test_fbank_extraction_end_to_end(root, tmp_path):

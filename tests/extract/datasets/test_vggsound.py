@@ -66,7 +66,7 @@ def test_all_rows_malformed_and_wrong_root_are_errors(root, tmp_path):
 
 def test_catalogue_attributes():
     cls = vggsound.VGGSound
-    assert cls.tasks == ("AEC",) and "vggsound.csv" in cls.layout and cls.description
+    assert cls.tasks == ("aec",) and "vggsound.csv" in cls.layout and cls.description
 
 
 def test_fbank_extraction_end_to_end(root, tmp_path):
