@@ -1,5 +1,6 @@
 """The extraction loop: a clip that fails to decode is recorded and counted, the run goes on."""
 
+import json
 import shutil
 
 import numpy as np
@@ -39,20 +40,23 @@ def test_batched_extraction_writes_what_one_by_one_does_and_isolates_a_failing_c
 
         def extract_batch(self, tracks, items):
             calls.append(len(items))
-            if any(a is not None and len(a) == poison for a, _ in items):
+            if any(is_poison(a) for a, _ in items):
                 raise RuntimeError("poisoned batch")
             return super().extract_batch(tracks, items)
 
         def extract(self, tracks, audio, video):
-            if audio is not None and len(audio) == poison:
+            if is_poison(audio):
                 raise RuntimeError("this clip breaks the model")
             return super().extract(tracks, audio, video)
+
+    def is_poison(audio):
+        return poison is not None and audio is not None and len(audio) == len(poison) and np.array_equal(audio, poison)
 
     one = tmp_path / "one.zarr"
     run_extraction(ExtractOptions("fbank", "synthetic", one, small_corpus, progress=False))
     b1 = open_backend(one, "r")
     ids = list(b1.read(S.CLIP_ID))
-    poison = -1  # first pass: nothing poisoned
+    poison = None  # first pass: nothing poisoned
     upstreams.register(Batching)
     try:
         many = tmp_path / "many.zarr"
@@ -64,7 +68,8 @@ def test_batched_extraction_writes_what_one_by_one_does_and_isolates_a_failing_c
         from avsuperb.extract.media import decode
 
         victim = sorted((small_corpus / "clips").glob("*.mp4"))[2]
-        poison = len(decode(victim, sample_rate=16000, fps=None).audio)
+        clip = next(c for c in json.loads((small_corpus / "manifest.json").read_text())["clips"] if c["id"] == victim.stem)
+        poison = decode(victim, sample_rate=16000, fps=None, end=float(clip["duration"])).audio
         bad = tmp_path / "bad.zarr"
         summary = run_extraction(ExtractOptions(Batching.name, "synthetic", bad, small_corpus, progress=False, batch_size=6))
         assert (summary.failed, summary.done) == (1, len(ids) - 1)
