@@ -108,3 +108,65 @@ def test_fill_missing_gives_silence_or_black_frames_over_the_range(tmp_path):
     m = decode(blind, sample_rate=16000, fps=25, end=0.8, fill_missing=True)
     assert m.video.shape == (20, *BLANK_SIZE, 3) and not m.video.any() and m.fps == 25
     assert m.audio.shape == (12800,) and m.audio.any()
+
+
+def _encodable(codec):
+    try:
+        av.codec.Codec(codec, "w")
+        return True
+    except Exception:  # noqa: BLE001 - encoder missing in this build
+        return False
+
+
+@pytest.mark.parametrize(
+    "codec, container, rate",
+    [("aac", "mp4", 44100), ("aac", "mp4", 48000), ("libmp3lame", "mp3", 44100), ("pcm_s16le", "wav", 48000)],
+)
+def test_compressed_stereo_audio_at_dataset_rates_decodes_to_16k_mono(tmp_path, codec, container, rate):
+    if not _encodable(codec):
+        pytest.skip(f"{codec} encoder not in this PyAV build")
+    path = tmp_path / f"a.{container}"
+    seconds, n = 2.0, int(2.0 * rate)
+    t = np.arange(n) / rate
+    left, right = 0.4 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 440 * t + 0.3)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream(codec, rate=rate, layout="stereo")
+        fmt = s.codec_context.codec.audio_formats[0].name
+        pcm = np.stack([left, right]).astype(np.float32)
+        size = s.codec_context.frame_size or 1024
+        for start in range(0, n, size):
+            chunk = pcm[:, start : start + size]
+            if fmt == "s16":
+                frame = av.AudioFrame.from_ndarray((chunk.T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout="stereo")
+            elif fmt == "fltp":
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+            else:
+                frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16), format="s16p", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    m = decode(path, sample_rate=16000, fps=None)
+    assert m.audio.ndim == 1 and m.sample_rate == 16000
+    assert abs(len(m.audio) - seconds * 16000) <= 0.05 * seconds * 16000  # codec priming / padding only
+    spectrum = np.abs(np.fft.rfft(m.audio[4000:20000]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2
+
+
+def test_variable_frame_rate_video_is_regridded_by_timestamp(tmp_path):
+    path = tmp_path / "vfr.mkv"
+    times_ms = [0, 30, 100, 110, 250, 400, 420, 600, 900]  # irregular frame times
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=1000)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        vs.options = {"qscale": "1"}
+        for k, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    m = decode(path, sample_rate=None, fps=10, end=1.0)
+    assert m.video.shape[0] == 10
+    grid_ms = np.arange(10) * 100
+    expected = [max(k for k, ms in enumerate(times_ms) if ms <= g + 25) for g in grid_ms]
+    np.testing.assert_allclose(m.video[:, 16, 16, 0].astype(int), [20 * k for k in expected], atol=6)
