@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from avsuperb.extract.upstreams.av_hubert_model import AVHubertArch, AVHubertModel
-from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.base import BatchedUpstream, TrackInfo, UpstreamError, register
 from avsuperb.extract.upstreams.checkpoint import plain, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
 
 
 @register
-class AVHubert(Upstream):
+class AVHubert(BatchedUpstream):
     """AV-HuBERT from a fairseq checkpoint: tracks audio, video and fusion, L+1 layers × D at 25 Hz."""
 
     name = "av_hubert"
@@ -342,14 +342,6 @@ class AVHubert(Upstream):
     def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
         wants_audio = any(t in ("audio", "fusion") for t in tracks)
         return (SAMPLE_RATE if wants_audio else None), FPS
-
-    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return self._run([track], [(audio, video)])[0][track]
-
-    @torch.inference_mode()
-    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
-        return self.extract_batch(tracks, [(audio, video)])[0]
 
     @torch.inference_mode()
     def extract_batch(

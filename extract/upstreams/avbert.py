@@ -57,7 +57,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from avsuperb.extract.upstreams.avbert_model import TRANSFORMER_ALIASES, AVBertArch, AVBertModel
-from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.base import BatchedUpstream, TrackInfo, UpstreamError, register
 from avsuperb.extract.upstreams.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def load_state(path: Path, arch: AVBertArch) -> AVBertModel:
 
 
 @register
-class AVBert(Upstream):
+class AVBert(BatchedUpstream):
     """AVBERT: tracks audio, video and fusion, 7 layers × 768, a fixed number of frames per clip."""
 
     name = NAME
@@ -376,14 +376,6 @@ class AVBert(Upstream):
         return (SAMPLE_RATE if wants_audio else None), (FPS if wants_video else None)
 
     # -- extraction ---------------------------------------------------------------------------
-    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return self._run([track], [(audio, video)])[0][track]
-
-    @torch.inference_mode()
-    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
-        return self.extract_batch(tracks, [(audio, video)])[0]
-
     @torch.inference_mode()
     def extract_batch(
         self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]

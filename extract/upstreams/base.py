@@ -84,6 +84,25 @@ class Upstream(ABC):
         return digest.hexdigest()
 
 
+class BatchedUpstream(Upstream):
+    """An upstream whose batched path is the primary one: `_run` computes the requested tracks
+    of several clips at once, and `forward` / `extract` are batches of one clip."""
+
+    @abstractmethod
+    def _run(
+        self, tracks: list[str], items: list[tuple[torch.Tensor | np.ndarray | None, torch.Tensor | np.ndarray | None]]
+    ) -> list[dict[str, list[torch.Tensor]]]:
+        """Per clip, per track: one [T, D] tensor per layer."""
+
+    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return self._run([track], [(audio, video)])[0][track]
+
+    @torch.inference_mode()
+    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
+        return self.extract_batch(tracks, [(audio, video)])[0]
+
+
 REGISTRY: dict[str, type[Upstream]] = {}
 
 

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.base import BatchedUpstream, TrackInfo, UpstreamError, register
 from avsuperb.extract.upstreams.checkpoint import read_checkpoint
 from avsuperb.extract.upstreams.mavil_model import MavilArch, MavilModel
 
@@ -270,7 +270,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 @register
-class Mavil(Upstream):
+class Mavil(BatchedUpstream):
     """MAViL from a checkpoint: tracks audio and video (13 × 768) and fusion (3 or 4 × 1536)."""
 
     name = NAME
@@ -348,14 +348,6 @@ class Mavil(Upstream):
         wants_audio = any(t in ("audio", "fusion") for t in tracks)
         wants_video = any(t in ("video", "fusion") for t in tracks)
         return (SAMPLE_RATE if wants_audio else None), (FPS if wants_video else None)
-
-    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return self._run([track], [(audio, video)])[0][track]
-
-    @torch.inference_mode()
-    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
-        return self.extract_batch(tracks, [(audio, video)])[0]
 
     @torch.inference_mode()
     def extract_batch(

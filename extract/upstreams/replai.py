@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
+from avsuperb.extract.upstreams.base import BatchedUpstream, TrackInfo, UpstreamError, register
 from avsuperb.extract.upstreams.checkpoint import read_checkpoint
 from avsuperb.extract.upstreams.replai_model import (
     AUDIO_TIME_STRIDE,
@@ -207,7 +207,7 @@ def load_checkpoint(path: Path) -> RepLAIBackbone:
 
 
 @register
-class RepLAI(Upstream):
+class RepLAI(BatchedUpstream):
     """RepLAI's encoders: tracks audio (1 × 512 at 0.5 Hz) and video (1 × 512 at 2 Hz); no fusion."""
 
     name = NAME
@@ -281,14 +281,6 @@ class RepLAI(Upstream):
 
     def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
         return (SAMPLE_RATE if "audio" in tracks else None), (FPS if "video" in tracks else None)
-
-    def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return self._run([track], [(audio, video)])[0][track]
-
-    @torch.inference_mode()
-    def extract(self, tracks: list[str], audio: np.ndarray | None, video: np.ndarray | None) -> dict[str, np.ndarray]:
-        return self.extract_batch(tracks, [(audio, video)])[0]
 
     @torch.inference_mode()
     def extract_batch(
