@@ -16,7 +16,8 @@ from avsuperb.extract.media import MediaInfo
 log = logging.getLogger(__name__)
 
 MEDIA_EXTS = (".mp4", ".mkv", ".webm", ".avi")
-SHOWN = 5  # ids / rows named in a log line before "…"
+SHOWN = 5  # ids named in a log line before "…"
+SHOWN_ROWS = 10  # malformed rows logged one by one before only a count is given
 
 
 def find_file(root: Path, names: Sequence[str], dirs: Sequence[str], *, dataset: str, hint: str) -> Path:
@@ -54,34 +55,45 @@ def scan_media(dirs: Iterable[Path], exts: Sequence[str] = MEDIA_EXTS, recursive
 
 
 class RowLog:
-    """Counts the data rows of one metadata file and the malformed ones, which are skipped with a
-    warning; a file whose every row is malformed (or that has none) is a DatasetError."""
+    """Malformed metadata rows, skipped with a warning (the first few one by one, then a count).
 
-    def __init__(self, dataset: str, source: Path) -> None:
+    With `source` (one metadata file) an int `where` is a line of that file, `ok()` counts the
+    good rows and `finish()` needs no argument; a corpus read from many files passes its own
+    `where` strings and tells `finish` how many rows it kept."""
+
+    def __init__(self, dataset: str, source: Path | None = None) -> None:
         self.dataset, self.source = dataset, source
-        self.rows = 0
-        self.skipped: list[tuple[int, str]] = []
+        self.rows = 0  # rows seen: good ones counted by ok(), plus the skipped
+        self.count = 0  # rows skipped
+        self.first = ""
 
     def ok(self) -> None:
         self.rows += 1
 
-    def skip(self, line: int, reason: str) -> None:
+    def skip(self, where: int | str, reason: str) -> None:
         self.rows += 1
-        self.skipped.append((line, reason))
-        if len(self.skipped) <= SHOWN:
-            log.warning("%s: skipping %s line %d: %s", self.dataset, self.source.name, line, reason)
+        self.count += 1
+        if isinstance(where, int) and self.source is not None:
+            where = f"{self.source.name} line {where}"
+        message = f"{where}: {reason}"
+        self.first = self.first or message
+        if self.count <= SHOWN_ROWS:
+            log.warning("%s: skipping malformed row %s", self.dataset, message)
 
-    def finish(self) -> int:
-        if self.rows == 0:
-            raise DatasetError(f"{self.dataset}: {self.source} has no usable rows")
-        if len(self.skipped) == self.rows:
-            line, reason = self.skipped[0]
-            raise DatasetError(
-                f"{self.dataset}: every row of {self.source} is malformed (line {line}: {reason}); is it the right file?"
-            )
-        if len(self.skipped) > SHOWN:
-            log.warning("%s: skipped %d of %d rows of %s", self.dataset, len(self.skipped), self.rows, self.source.name)
-        return len(self.skipped)
+    def finish(self, kept: int | None = None) -> int:
+        """The skipped count, after logging the total. A DatasetError when rows were read and every
+        one was malformed, or when a single `source` file has no rows at all. `kept` defaults
+        to the rows counted by ok()."""
+        if kept is None:
+            kept = self.rows - self.count
+            if self.rows == 0:
+                raise DatasetError(f"{self.dataset}: {self.source} has no usable rows")
+        if self.count > SHOWN_ROWS:
+            log.warning("%s: %d malformed rows skipped in all", self.dataset, self.count)
+        if kept == 0 and self.count:
+            what = f"every row of {self.source}" if self.source is not None else f"every one of the {self.count} metadata rows"
+            raise DatasetError(f"{self.dataset}: {what} is malformed ({self.first}); is --root the right folder?")
+        return self.count
 
 
 def place_segment(file_duration: float, seg_start: float, seg_end: float) -> tuple[float, float]:

@@ -1,5 +1,4 @@
-"""What the speech-corpus and manifest adapters share: required paths, skipped metadata rows
-(counted over a whole corpus, wherever they are), media durations from headers (through the
+"""What the speech-corpus and manifest adapters share: required paths, media durations from headers (through the
 probe cache), and seeded choices that do not depend on the Python or numpy version."""
 
 from __future__ import annotations
@@ -24,29 +23,6 @@ def require(path: Path, what: str, dataset: str) -> Path:
     if not path.exists():
         raise DatasetError(f"{dataset}: expected {what} {path} is missing; is --root the {dataset} folder?")
     return path
-
-
-@dataclass
-class RowLog:
-    """Malformed metadata rows: each is skipped with a warning (the first few one by one)."""
-
-    dataset: str
-    count: int = 0
-    first: str | None = None
-
-    def skip(self, where: str, reason: str) -> None:
-        self.count += 1
-        message = f"{where}: {reason}"
-        self.first = self.first or message
-        if self.count <= SHOWN:
-            log.warning("%s: skipped malformed row %s", self.dataset, message)
-
-    def check(self, kept: int) -> None:
-        """Log the total; a DatasetError when rows were read and every one was malformed."""
-        if self.count > SHOWN:
-            log.warning("%s: %d malformed rows skipped in all", self.dataset, self.count)
-        if kept == 0 and self.count:
-            raise DatasetError(f"{self.dataset}: all {self.count} metadata rows are malformed; the first: {self.first}")
 
 
 @dataclass

@@ -22,7 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._scan import RowLog, report_missing
+from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._scan import report_missing
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class IEMOCAP(Dataset):
                     Clip(utt, video, split, round(end - start, 6), {"emotion": label, "session": session}, start=start)
                     for utt, start, end, label in utterances
                 )
-        rows.check(len(clips) + sum(dropped.values()) + lost)
+        rows.finish(len(clips) + sum(dropped.values()) + lost)
         report_missing(missing, self.name)
         if lost:
             log.warning("%s: %d utterances left out: their dialog video is absent", self.name, lost)

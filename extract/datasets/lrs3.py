@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._scan import RowLog, read_durations, report_missing, require, seeded_order
+from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._scan import read_durations, report_missing, require, seeded_order
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 from avsuperb.probe.tasks.asr import SEPARATOR, CharVocab
 
@@ -92,7 +93,7 @@ class LRS3(Dataset):
 
         report_missing(missing, self.name)
         durations = read_durations([m for m, _, _ in found.values()], self.name, self.root)
-        rows.check(len(durations.seconds))
+        rows.finish(len(durations.seconds))
         trainval = [cid for cid, (m, _, _) in found.items() if cid.startswith("trainval/") and m in durations.seconds]
         dev, dev_source = self._dev_ids(trainval)
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from avsuperb.extract.datasets._scan import RowLog, read_durations, report_missing
+from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._scan import read_durations, report_missing
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 from avsuperb.schemas import LABEL_KINDS, SPLITS
 
@@ -156,7 +157,7 @@ class Manifest(Dataset):
             clips.append(Clip(r.id, r.path, r.split, duration, r.labels, start=r.start))
         report_missing(absent, self.name)
         missing = list(dict.fromkeys(durations.missing + absent))
-        rows.check(len(clips) + len(missing) + len(durations.unreadable))
+        rows.finish(len(clips) + len(missing) + len(durations.unreadable))
 
         specs = {
             name: LabelSpec(kind, () if kind == "text" else self._classes(name, kind, clips, declared))
@@ -289,7 +290,7 @@ class Manifest(Dataset):
                 absent += 1
                 continue
             trials.append((fields[1], fields[2], int(fields[0])))
-        rows.check(len(trials) + absent)
+        rows.finish(len(trials) + absent)
         if absent:
             log.warning("%s: %d trials left out: a clip of theirs is not a listed test clip", self.name, absent)
         return trials, rows.count

@@ -28,7 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._scan import RowLog, pick, read_durations, require, seeded_order
+from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._scan import pick, read_durations, require, seeded_order
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class VoxCeleb2(Dataset):
         rows = RowLog(self.name)
         if (self.root / TRAIN_LIST).is_file() or (self.root / DEV_LIST).is_file():
             chosen = {split: self._read_list(self.root / name, rows) for split, name in (("train", TRAIN_LIST), ("dev", DEV_LIST))}
-            rows.check(len(chosen["train"]) + len(chosen["dev"]))
+            rows.finish(len(chosen["train"]) + len(chosen["dev"]))
             source = f"{TRAIN_LIST} + {DEV_LIST}"
         else:
             chosen = self._draw(dev_root)
@@ -180,7 +181,7 @@ class VoxCeleb2(Dataset):
                 absent += 1
                 continue
             trials.append((a, b, int(fields[0])))
-        rows.check(len(trials) + absent)
+        rows.finish(len(trials) + absent)
         if absent:
             log.warning("%s: %d trials of %s left out: a clip of theirs is not a usable test clip",
                         self.name, absent, path.name)

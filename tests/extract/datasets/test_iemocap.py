@@ -94,7 +94,7 @@ def test_every_line_malformed_is_an_error(tmp_path):
     labels = tmp_path / "Session1" / "dialog" / "EmoEvaluation"
     labels.mkdir(parents=True)
     (labels / "Ses01F_impro01.txt").write_text("[1 - 2] broken\n[x]\n")
-    with pytest.raises(DatasetError, match="all 2 metadata rows are malformed"):
+    with pytest.raises(DatasetError, match="every one of the 2 metadata rows is malformed"):
         build("iemocap", tmp_path).index()
 
 

@@ -104,7 +104,7 @@ def test_every_row_malformed_is_an_error(tmp_path):
     for folder in ("trainval", "test"):
         write_media(root / folder / "t" / "1.mp4", seconds=0.5)
         (root / folder / "t" / "1.txt").write_text("garbage\n")
-    with pytest.raises(DatasetError, match="all 2 metadata rows are malformed"):
+    with pytest.raises(DatasetError, match="every one of the 2 metadata rows is malformed"):
         build("lrs3", root).index()
 
 

@@ -117,7 +117,7 @@ def test_malformed_rows_are_skipped_naming_their_line(media, tmp_path, caplog):
 
 def test_every_row_malformed_is_an_error(tmp_path):
     write_csv(tmp_path, ["a.mp4,x,,train,ann,,\n", "b.mp4,,,nowhere,ann,,\n"])
-    with pytest.raises(DatasetError, match="all 2 metadata rows are malformed; the first: manifest.csv line 2"):
+    with pytest.raises(DatasetError, match=r"every one of the 2 metadata rows is malformed \(manifest.csv line 2"):
         build("manifest", tmp_path).index()
 
 
