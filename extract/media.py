@@ -12,6 +12,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 BLANK_SIZE = (224, 224)  # H, W of the black frames that stand in for a missing video stream
+TRUNCATED_S = 0.5  # a stream whose data stops this much before its declared end is truncated
 
 
 class MediaError(Exception):
@@ -123,7 +124,12 @@ def _decode(container: av.container.InputContainer, sample_rate: int | None, fps
     n_audio = 0
     frames: list[tuple[float, av.VideoFrame]] = []
     video_past_end = False
-    for packet in container.demux(*streams):
+    stops = 0.0  # end time of the latest packet of any stream (all are demuxed, to detect truncation)
+    for packet in container.demux():
+        if packet.pts is not None and packet.time_base is not None:
+            stops = max(stops, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        if packet.stream not in streams:
+            continue
         for frame in packet.decode():
             if isinstance(frame, av.AudioFrame) and resampler is not None:
                 for out in resampler.resample(frame):
@@ -148,6 +154,8 @@ def _decode(container: av.container.InputContainer, sample_rate: int | None, fps
     if resampler is not None:
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
+            n_audio += chunks[-1].size
+    _check_complete(container, stops, end)
 
     audio = None
     if astream is not None:
@@ -167,6 +175,17 @@ def _decode(container: av.container.InputContainer, sample_rate: int | None, fps
     if vstream is not None:
         video = _regrid(frames, fps, start, end)
     return Media(audio, video, sample_rate if astream else None, fps if vstream else None)
+
+
+def _check_complete(container: av.container.InputContainer, stops: float, end: float | None) -> None:
+    """MediaError when the file's packets (of any stream) stop well before the end its header
+    declares, within the requested range: the file was cut short, e.g. by an interrupted download.
+    One stream ending before another (audio shorter than video) is not truncation."""
+    if container.duration is None:
+        return
+    declared = ((container.start_time or 0) + container.duration) / av.time_base
+    if stops < min(declared, end if end is not None else declared) - TRUNCATED_S:
+        raise MediaError(f"truncated file: its data stops at {stops:.2f} s, though its header declares {declared:.2f} s")
 
 
 def _regrid(frames: list[tuple[float, av.VideoFrame]], fps: float, start: float, end: float | None) -> np.ndarray:

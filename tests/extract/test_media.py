@@ -170,3 +170,46 @@ def test_variable_frame_rate_video_is_regridded_by_timestamp(tmp_path):
     grid_ms = np.arange(10) * 100
     expected = [max(k for k, ms in enumerate(times_ms) if ms <= g + 25) for g in grid_ms]
     np.testing.assert_allclose(m.video[:, 16, 16, 0].astype(int), [20 * k for k in expected], atol=6)
+
+
+def write_clip_streams(path, audio_s, video_s, fps=25, sr=16000):
+    """An mkv whose audio and video streams last audio_s and video_s seconds, interleaved."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream("alac", rate=sr, layout="mono")
+        n_video, n_audio = int(round(video_s * fps)), int(round(audio_s * sr))
+        a_at = 0
+        for k in range(max(n_video, int(np.ceil(n_audio / sr * fps)))):
+            if k < n_video:
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = k, Fraction(1, fps)
+                out.mux(vs.encode(frame))
+            while a_at < min(n_audio, (k + 1) * sr // fps):
+                chunk = np.full((1, min(640, n_audio - a_at)), 1000, np.int16)
+                frame = av.AudioFrame.from_ndarray(chunk, format="s16p", layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = sr, a_at, Fraction(1, sr)
+                out.mux(a.encode(frame))
+                a_at += chunk.shape[1]
+        out.mux(vs.encode(None))
+        out.mux(a.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6])
+def test_truncated_file_is_a_media_error_naming_where_it_stops(tmp_path, keep):
+    whole = write_clip_streams(tmp_path / "whole.mkv", 4.0, 4.0)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * keep)])
+    assert decode(whole, sample_rate=16000, fps=25).audio.size == 64000
+    with pytest.raises(MediaError, match=r"truncated file: its data stops at [0-9.]+ s, though its header declares 4.00 s"):
+        decode(cut, sample_rate=16000, fps=25)
+    # a range that ends before the cut still decodes
+    m = decode(cut, sample_rate=16000, fps=25, start=0.0, end=0.5)
+    assert m.audio.size == 8000 and len(m.video) == 12
+
+
+def test_audio_shorter_than_video_is_not_truncation(tmp_path):
+    clip = write_clip_streams(tmp_path / "short_audio.mkv", 2.5, 4.0)
+    m = decode(clip, sample_rate=16000, fps=25, start=0.0, end=4.0)
+    assert m.audio.size == 40000 and len(m.video) == 100
