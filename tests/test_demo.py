@@ -20,7 +20,7 @@ def score(work, model, task, track):
     result = json.loads((work / "results" / f"{model}-synthetic" / f"{task}-{track}" / "result.json").read_text())
     validate("result", result)
     assert result["upstream"]["name"] == model and result["track"] == track and result["task"] == task
-    assert set(result["dev_scores"]) <= {"0.1", "0.01", "0.001", "0.0001", "1e-05"}
+    assert set(result["dev_scores"]) <= {"0.1", "0.01", "0.001", "0.0001", "1e-05"} and len(result["dev_scores"]) >= 3
     assert result["dev_scores"][f"{result['chosen_lr']:g}"] == max(result["dev_scores"].values())
     return result["test_score"]
 
@@ -45,11 +45,11 @@ def test_audio_carried_events_and_speakers(demo):
     assert score(work, "hog", "asv", "video") >= 40
 
 
-def test_asr_runs_on_both_tracks(demo):
-    # The demo's ASR config is sized for time, not accuracy: it checks the pipeline end to end.
+def test_asr_learns_the_transcripts_from_either_track(demo):
+    # speech is audible (formants) and visible (mouth shapes); chance, an empty output, is CER 100
     work, _ = demo
-    for model, track in (("fbank", "audio"), ("hog", "video")):
-        assert 0 <= score(work, model, "asr", track) <= 100
+    assert score(work, "fbank", "asr", "audio") <= 90
+    assert score(work, "hog", "asr", "video") <= 90
 
 
 def test_demo_prints_a_table_of_every_model_track_and_task(demo):

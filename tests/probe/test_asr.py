@@ -219,7 +219,7 @@ def test_learns_transcripts_from_frames_reading_only_batches(tmp_path: Path) -> 
 def test_runs_end_to_end_on_the_synthetic_fbank_store(fbank_zarr: Path, tmp_path: Path) -> None:
     """The synthetic demo config (fewer steps to keep this fast) on the small corpus's FBANK store."""
     cfg = load_config("asr", "synthetic", ["steps=10", "eval_every=10"])
-    assert cfg.lstm_units == 64 and len(cfg.lrs) == 5
+    assert cfg.lstm_units == 64 and len(cfg.lrs) == 3
     result = run_probe(fbank_zarr, "asr", "audio", cfg, tmp_path, progress=False, device="cpu")
     assert result["task"] == "asr" and result["dataset"] == "synthetic"
     assert math.isfinite(result["test_score"]) and result["test_score"] >= 0
