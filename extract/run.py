@@ -150,7 +150,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         opts.out,
         upstream={"name": upstream.name, "config": upstream.config(), "checkpoint_sha256": upstream.checkpoint_sha256()},
         dataset=dataset_attrs,
-        tracks={t: TrackSpec(offered[t].num_layers, offered[t].dim, offered[t].frame_rate) for t in tracks},
+        tracks={t: TrackSpec(offered[t].num_layers, offered[t].dim, offered[t].frame_rate, offered[t].frames_per_clip) for t in tracks},
         frames=frames,
         table=index.table(),
         block_size=opts.block_size,

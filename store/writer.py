@@ -35,15 +35,20 @@ FRAME_SLACK = 2  # frames reserved beyond ceil(duration * frame_rate)
 class TrackSpec:
     num_layers: int
     dim: int
-    frame_rate: float
+    frame_rate: float  # output frames per second (0 when frames_per_clip is set)
+    frames_per_clip: int = 0  # fixed output length per clip (0: it follows the duration)
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def frame_capacity(durations: np.ndarray, frame_rate: float) -> np.ndarray:
-    return np.ceil(np.asarray(durations, dtype=np.float64) * frame_rate).astype(np.int64) + FRAME_SLACK
+def frame_capacity(durations: np.ndarray, spec: TrackSpec) -> np.ndarray:
+    """Frame rows reserved per clip: the fixed length, or ceil(duration * rate) + FRAME_SLACK."""
+    durations = np.asarray(durations, dtype=np.float64)
+    if spec.frames_per_clip:
+        return np.full(len(durations), spec.frames_per_clip, dtype=np.int64)
+    return np.ceil(durations * spec.frame_rate).astype(np.int64) + FRAME_SLACK
 
 
 def auto_block_size(table: ClipTable, tracks: dict[str, TrackSpec], frames: bool) -> int:
@@ -51,7 +56,7 @@ def auto_block_size(table: ClipTable, tracks: dict[str, TrackSpec], frames: bool
     for spec in tracks.values():
         per_clip += 2 * spec.num_layers * spec.dim * 4  # pooled + sumsq
         if frames:
-            per_clip += float(frame_capacity(table.durations, spec.frame_rate).mean()) * spec.num_layers * spec.dim * 2
+            per_clip += float(frame_capacity(table.durations, spec).mean()) * spec.num_layers * spec.dim * 2
     return int(max(1, min(MAX_BLOCK, BLOCK_BUDGET_BYTES // max(per_clip, 1.0))))
 
 
@@ -61,7 +66,7 @@ def frame_chunk_rows(spec: TrackSpec) -> int:
 
 def frame_offsets(durations: np.ndarray, spec: TrackSpec, block_size: int) -> np.ndarray:
     """Reserved slot starts [N + 1]; each block's slots start on a chunk boundary."""
-    cap = frame_capacity(durations, spec.frame_rate)
+    cap = frame_capacity(durations, spec)
     chunk = frame_chunk_rows(spec)
     offsets = np.zeros(len(cap) + 1, dtype=np.int64)
     pos = 0

@@ -35,9 +35,8 @@ output plus the 6 shared layers' outputs, 7 × 768, over BOS + one token per win
 - `fusion`: the multimodal pass on the last visual and audio states of each crop (visual BOS +
   tokens, then audio BOS + tokens), interleaved across crops the same way: 3 × 22 = 66 frames.
 
-The number of frames is fixed per clip, not per second; `TrackInfo.frame_rate` is set to that
-number, so that a store's per-clip frame reservation (ceil(duration · rate) + 2) holds it for any
-clip of about a second or longer.
+The number of frames is fixed per clip, not per second (`TrackInfo.frames_per_clip`; its
+frame_rate is 0), and the store reserves exactly that many frame rows per clip.
 """
 
 from __future__ import annotations
@@ -343,7 +342,7 @@ class AVBert(BatchedUpstream):
 
     @property
     def tracks(self) -> dict[str, TrackInfo]:
-        return {t: TrackInfo(self.arch.num_states, self.arch.hidden_size, float(self.frames_per_clip(t))) for t in TRACKS}
+        return {t: TrackInfo(self.arch.num_states, self.arch.hidden_size, 0.0, self.frames_per_clip(t)) for t in TRACKS}
 
     def config(self) -> dict[str, Any]:
         return {

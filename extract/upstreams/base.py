@@ -20,7 +20,8 @@ class UpstreamError(Exception):
 class TrackInfo:
     num_layers: int
     dim: int
-    frame_rate: float  # output frames per second
+    frame_rate: float  # output frames per second (0 when the output length is fixed per clip)
+    frames_per_clip: int = 0  # a fixed number of output frames per clip, whatever its length (0: none)
 
 
 class Upstream(ABC):

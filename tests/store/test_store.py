@@ -226,3 +226,30 @@ def test_schema_rejects_broken_attributes():
     assert "kind" in S.validation_error("store", {**good, "labels": {"e": {"kind": "nope"}}})
     assert S.validation_error("store", {**good, "tracks": {"smell": good["tracks"]["audio"]}}) is not None
     assert S.validation_error("store", json.loads(json.dumps({**good, "upstream": {"name": "u", "config": {}, "checkpoint_sha256": "xyz"}}))) is not None
+
+
+def test_a_fixed_length_track_reserves_exactly_that_many_frames_per_clip(tmp_path):
+    from avsuperb.store.writer import frame_capacity
+
+    fixed = TrackSpec(2, 4, 0.0, frames_per_clip=18)  # AVBERT: frames per clip, not per second
+    np.testing.assert_array_equal(frame_capacity(np.array([0.2, 3.0, 10.0]), fixed), [18, 18, 18])
+    np.testing.assert_array_equal(frame_capacity(np.array([0.2, 3.0]), TRACKS["video"]), [5 + 2, 75 + 2])
+    table = make_table(4)  # 0.2-0.5 s clips: a rate-based slot could not hold 18 frames
+    w = StoreWriter.open(
+        tmp_path / "s.zarr", upstream={"name": "toy", "config": {}, "checkpoint_sha256": None},
+        dataset={"name": "toyset", "root": "/data", "manifest_sha256": "0" * 64},
+        tracks={"fusion": fixed}, frames=True, table=table, block_size=2,
+    )
+    w.plan(range(4))
+    x = [np.random.default_rng(r).standard_normal((18, 2, 4)).astype(np.float32) for r in range(4)]
+    for r in range(4):
+        w.put(r, {"fusion": x[r]})
+    with pytest.raises(ValueError, match="19 frames exceed the 18 reserved"):
+        w.put(0, {"fusion": np.zeros((19, 2, 4), np.float32)})
+    w.finalize()
+    w.close()
+    with StoreReader(tmp_path / "s.zarr") as r:
+        S.validate("store", r.attrs)
+        assert r.attrs["tracks"]["fusion"]["frames_per_clip"] == 18
+        for row in range(4):
+            np.testing.assert_allclose(r.frames("fusion", row), x[row].astype(np.float16))

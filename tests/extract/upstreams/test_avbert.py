@@ -450,8 +450,8 @@ def test_shared_layers_are_hugging_face_albert() -> None:
 
 
 def test_tracks_layers_and_frames(model: avbert.AVBert) -> None:
-    info = {t: (i.num_layers, i.dim, i.frame_rate) for t, i in model.tracks.items()}
-    assert info == {"audio": (4, 16, 3.0), "video": (4, 16, 9.0), "fusion": (4, 16, 18.0)}
+    info = {t: (i.num_layers, i.dim, i.frame_rate, i.frames_per_clip) for t, i in model.tracks.items()}
+    assert info == {"audio": (4, 16, 0.0, 3), "video": (4, 16, 0.0, 9), "fusion": (4, 16, 0.0, 18)}
     audio, video = clip()
     out = model.extract(["audio", "video", "fusion"], audio, video)
     assert {t: x.shape for t, x in out.items()} == {"audio": (3, 4, 16), "video": (9, 4, 16), "fusion": (18, 4, 16)}
