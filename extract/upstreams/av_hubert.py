@@ -343,44 +343,18 @@ class AVHubert(BatchedUpstream):
         wants_audio = any(t in ("audio", "fusion") for t in tracks)
         return (SAMPLE_RATE if wants_audio else None), FPS
 
-    @torch.inference_mode()
-    def extract_batch(
-        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
-    ) -> list[dict[str, np.ndarray]]:
-        """All clips in one padded forward pass per front end and per track; padded frames are
-        zero in the normalised domain, zeroed again before the positional convolution and masked
-        as attention keys, so each clip's features do not depend on its batch mates."""
-        clips = [
-            (
-                torch.from_numpy(np.asarray(a)) if a is not None else None,
-                torch.from_numpy(np.asarray(v)).to(self.device) if v is not None else None,
-            )
-            for a, v in items
-        ]
-        return [
-            {t: torch.stack(layers, dim=1).float().cpu().numpy() for t, layers in per_clip.items()}
-            for per_clip in self._run(tracks, clips)
-        ]
-
     def _run(
         self, tracks: list[str], clips: list[tuple[torch.Tensor | None, torch.Tensor | None]]
     ) -> list[dict[str, list[torch.Tensor]]]:
         """Per clip and track, the list of [T_i, D] layer outputs. Each front end runs once for
-        all tracks that use it; the other modality's features are zeros."""
-        unknown = [t for t in tracks if t not in TRACKS]
-        if unknown:
-            raise ValueError(f"av_hubert has no {', '.join(map(repr, unknown))} track; it has: {', '.join(TRACKS)}")
-        uses_audio = any(t in ("audio", "fusion") for t in tracks)
-        uses_video = any(t in ("video", "fusion") for t in tracks)
+        all tracks that use it; the other modality's features are zeros. Clips are padded: padded
+        frames are zero in the normalised domain, zeroed again before the positional convolution
+        and masked as attention keys, so a clip's features do not depend on its batch mates."""
+        uses_audio, uses_video = self.check_inputs(tracks, clips)
         audio_in: list[torch.Tensor] = []
         video_in: list[torch.Tensor] = []
         lengths: list[int] = []
         for audio, video in clips:
-            for t in tracks:
-                if t in ("audio", "fusion") and audio is None:
-                    raise ValueError(f"av_hubert's {t} track needs the audio stream")
-                if t in ("video", "fusion") and video is None:
-                    raise ValueError(f"av_hubert's {t} track needs the video stream")
             num_frames = int(video.shape[0]) if video is not None else None
             if num_frames == 0:
                 raise ValueError("clip has no video frames")

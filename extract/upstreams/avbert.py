@@ -50,7 +50,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -369,28 +368,8 @@ class AVBert(BatchedUpstream):
             },
         }
 
-    def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
-        wants_audio = any(t in ("audio", "fusion") for t in tracks)
-        wants_video = any(t in ("video", "fusion") for t in tracks)
-        return (SAMPLE_RATE if wants_audio else None), (FPS if wants_video else None)
 
     # -- extraction ---------------------------------------------------------------------------
-    @torch.inference_mode()
-    def extract_batch(
-        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
-    ) -> list[dict[str, np.ndarray]]:
-        """Every clip's input has the same shape, so clips batch without padding or masks."""
-        clips = [
-            (
-                torch.from_numpy(np.asarray(a)) if a is not None else None,
-                torch.from_numpy(np.asarray(v)).to(self.device) if v is not None else None,
-            )
-            for a, v in items
-        ]
-        return [
-            {t: torch.stack(layers, dim=1).float().cpu().numpy() for t, layers in per_clip.items()}
-            for per_clip in self._run(tracks, clips)
-        ]
 
     def _cnn(self, fn: Any, x: torch.Tensor) -> torch.Tensor:
         """fn over [N, V, ...] in chunks of at most max_cnn_batch windows → [N, V, D]."""
@@ -403,19 +382,12 @@ class AVBert(BatchedUpstream):
     def _run(
         self, tracks: list[str], clips: list[tuple[torch.Tensor | None, torch.Tensor | None]]
     ) -> list[dict[str, list[torch.Tensor]]]:
-        unknown = [t for t in tracks if t not in TRACKS]
-        if unknown:
-            raise ValueError(f"{NAME} has no {', '.join(map(repr, unknown))} track; it has: {', '.join(TRACKS)}")
-        uses_audio = any(t in ("audio", "fusion") for t in tracks)
-        uses_video = any(t in ("video", "fusion") for t in tracks)
+        """Per clip and track, the list of [T, D] layer outputs. Every clip's input has the same
+        shape (fixed windows), so clips batch without padding or masks."""
+        uses_audio, uses_video = self.check_inputs(tracks, clips)
         video_in: list[torch.Tensor] = []
         audio_in: list[torch.Tensor] = []
         for audio, video in clips:
-            for t in tracks:
-                if t in ("audio", "fusion") and audio is None:
-                    raise ValueError(f"{NAME}'s {t} track needs the audio stream")
-                if t in ("video", "fusion") and video is None:
-                    raise ValueError(f"{NAME}'s {t} track needs the video stream")
             alignment = None
             if video is not None and (uses_video or uses_audio):
                 if uses_video:

@@ -6,10 +6,20 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import torch
+
+
+AUDIO_TRACKS = frozenset({"audio", "fusion"})  # tracks computed from the audio stream
+VIDEO_TRACKS = frozenset({"video", "fusion"})  # tracks computed from the video stream
+
+
+def streams_for(tracks: Iterable[str]) -> tuple[bool, bool]:
+    """(uses audio, uses video) for these tracks."""
+    tracks = set(tracks)
+    return bool(tracks & AUDIO_TRACKS), bool(tracks & VIDEO_TRACKS)
 
 
 class UpstreamError(Exception):
@@ -49,8 +59,10 @@ class Upstream(ABC):
         return {}
 
     def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
-        """(sample_rate, fps) to decode for these tracks; None where a stream is not needed."""
-        return self.sample_rate, self.video_fps
+        """(sample_rate, fps) to decode for these tracks; None where a stream is not needed
+        (by default: audio for the audio track, video for the video track, both for fusion)."""
+        audio, video = streams_for(tracks)
+        return (self.sample_rate if audio else None), (self.video_fps if video else None)
 
     @abstractmethod
     def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
@@ -87,13 +99,42 @@ class Upstream(ABC):
 
 class BatchedUpstream(Upstream):
     """An upstream whose batched path is the primary one: `_run` computes the requested tracks
-    of several clips at once, and `forward` / `extract` are batches of one clip."""
+    of several clips at once (inputs as tensors on the model's device), and `forward` /
+    `extract` are batches of one clip."""
 
     @abstractmethod
     def _run(
-        self, tracks: list[str], items: list[tuple[torch.Tensor | np.ndarray | None, torch.Tensor | np.ndarray | None]]
+        self, tracks: list[str], clips: list[tuple[torch.Tensor | None, torch.Tensor | None]]
     ) -> list[dict[str, list[torch.Tensor]]]:
         """Per clip, per track: one [T, D] tensor per layer."""
+
+    def check_inputs(self, tracks: list[str], clips: list[tuple[Any, Any]]) -> tuple[bool, bool]:
+        """(uses audio, uses video) for these tracks. UpstreamError for a track this model does
+        not offer; ValueError for a clip without a stream that a requested track needs."""
+        offered = list(self.tracks)
+        unknown = [t for t in tracks if t not in offered]
+        if unknown:
+            raise UpstreamError(f"{self.name} has no {', '.join(map(repr, unknown))} track; it offers: {', '.join(offered)}")
+        uses_audio, uses_video = streams_for(tracks)
+        for audio, video in clips:
+            for stream, x, kinds in (("audio", audio, AUDIO_TRACKS), ("video", video, VIDEO_TRACKS)):
+                needing = [t for t in tracks if t in kinds]
+                if needing and x is None:
+                    raise ValueError(f"{self.name}'s {', '.join(needing)} track needs the {stream} stream")
+        return uses_audio, uses_video
+
+    @torch.inference_mode()
+    def extract_batch(
+        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
+    ) -> list[dict[str, np.ndarray]]:
+        clips = [
+            tuple(torch.from_numpy(np.asarray(x)).to(self.device) if x is not None else None for x in item)
+            for item in items
+        ]
+        return [
+            {t: torch.stack(layers, dim=1).float().cpu().numpy() for t, layers in per_clip.items()}
+            for per_clip in self._run(tracks, clips)  # type: ignore[arg-type]
+        ]
 
     def forward(self, track: str, audio: torch.Tensor | None, video: torch.Tensor | None) -> list[torch.Tensor]:
         with torch.inference_mode():

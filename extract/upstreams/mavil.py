@@ -57,7 +57,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -344,46 +343,16 @@ class Mavil(BatchedUpstream):
             }
         )
 
-    def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
-        wants_audio = any(t in ("audio", "fusion") for t in tracks)
-        wants_video = any(t in ("video", "fusion") for t in tracks)
-        return (SAMPLE_RATE if wants_audio else None), (FPS if wants_video else None)
-
-    @torch.inference_mode()
-    def extract_batch(
-        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
-    ) -> list[dict[str, np.ndarray]]:
-        """All clips in one forward pass: every input is padded/cut to the same window, as the
-        reference does for each clip alone, so a clip's features do not depend on its batch mates."""
-        clips = [
-            (
-                torch.from_numpy(np.asarray(a)) if a is not None else None,
-                torch.from_numpy(np.asarray(v)) if v is not None else None,
-            )
-            for a, v in items
-        ]
-        return [
-            {t: torch.stack(layers, dim=1).float().cpu().numpy() for t, layers in per_clip.items()}
-            for per_clip in self._run(tracks, clips)
-        ]
-
     def _run(
         self, tracks: list[str], clips: list[tuple[torch.Tensor | None, torch.Tensor | None]]
     ) -> list[dict[str, list[torch.Tensor]]]:
-        """Per clip and track, the list of [T_i, D] layer outputs; each encoder runs once for all tracks."""
-        unknown = [t for t in tracks if t not in TRACKS]
-        if unknown:
-            raise ValueError(f"{NAME} has no {', '.join(map(repr, unknown))} track; it has: {', '.join(TRACKS)}")
-        uses_audio = any(t in ("audio", "fusion") for t in tracks)
-        uses_video = any(t in ("video", "fusion") for t in tracks)
+        """Per clip and track, the list of [T_i, D] layer outputs; each encoder runs once for all
+        tracks. Every input is padded or cut to the model's window, as the reference does for each
+        clip alone, so clips batch without masks and do not depend on their batch mates."""
+        uses_audio, uses_video = self.check_inputs(tracks, clips)
         fbanks, frames, audio_tokens, video_steps = [], [], [], []
         bands = NUM_MEL_BINS // AUDIO_PATCH[1]
         for audio, video in clips:
-            for t in tracks:
-                if t in ("audio", "fusion") and audio is None:
-                    raise ValueError(f"{NAME}'s {t} track needs the audio stream")
-                if t in ("video", "fusion") and video is None:
-                    raise ValueError(f"{NAME}'s {t} track needs the video stream")
             if uses_audio:
                 assert audio is not None
                 fbank, n = audio_features(audio)

@@ -41,7 +41,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torchaudio
 
@@ -279,46 +278,18 @@ class RepLAI(BatchedUpstream):
             },
         }
 
-    def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
-        return (SAMPLE_RATE if "audio" in tracks else None), (FPS if "video" in tracks else None)
-
-    @torch.inference_mode()
-    def extract_batch(
-        self, tracks: list[str], items: list[tuple[np.ndarray | None, np.ndarray | None]]
-    ) -> list[dict[str, np.ndarray]]:
-        """Clips whose encoder inputs have the same length run as one batch; others separately.
-        The encoders' convolutions would see any padding, so clips are never padded: each clip's
-        features are those of a run on its own."""
-        clips = [
-            (
-                torch.from_numpy(np.asarray(a)).to(self.device) if a is not None else None,
-                torch.from_numpy(np.asarray(v)).to(self.device) if v is not None else None,
-            )
-            for a, v in items
-        ]
-        return [
-            {t: torch.stack(layers, dim=1).float().cpu().numpy() for t, layers in per_clip.items()}
-            for per_clip in self._run(tracks, clips)
-        ]
-
     def _run(
         self, tracks: list[str], clips: list[tuple[torch.Tensor | None, torch.Tensor | None]]
     ) -> list[dict[str, list[torch.Tensor]]]:
-        """Per clip and track, a one-element list with the [K, 512] features."""
-        unknown = [t for t in tracks if t not in TRACKS]
-        if unknown:
-            raise UpstreamError(
-                f"{NAME} has no {', '.join(map(repr, unknown))} track; it offers: {', '.join(TRACKS)} "
-                "(its audio and video encoders are separate, with no fusion layer)"
-            )
+        """Per clip and track, a one-element list with the [K, 512] features. Clips whose encoder
+        inputs have the same length run as one batch, others separately: the convolutions would
+        see any padding, so clips are never padded."""
+        self.check_inputs(tracks, clips)
         out: list[dict[str, list[torch.Tensor]]] = [{} for _ in clips]
         for track in tracks:
             inputs: list[torch.Tensor] = []
             for audio, video in clips:
-                stream = audio if track == "audio" else video
-                if stream is None:
-                    raise ValueError(f"{NAME}'s {track} track needs the {track} stream")
-                inputs.append(self.logmel(stream)[None] if track == "audio" else video_features(stream))
+                inputs.append(self.logmel(audio)[None] if track == "audio" else video_features(video))
             groups: dict[int, list[int]] = {}
             for i, x in enumerate(inputs):
                 groups.setdefault(int(x.shape[1]), []).append(i)

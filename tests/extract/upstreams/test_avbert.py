@@ -551,7 +551,7 @@ def test_batch_equals_one_by_one_and_tracks_are_independent(model: avbert.AVBert
 
 def test_forward_errors(model: avbert.AVBert) -> None:
     audio, video = clip()
-    with pytest.raises(ValueError, match="no 'speech' track"):
+    with pytest.raises(UpstreamError, match="avbert has no 'speech' track; it offers: audio, video, fusion"):
         model.forward("speech", torch.from_numpy(audio), torch.from_numpy(video))
     with pytest.raises(ValueError, match="needs the video stream"):
         model.forward("fusion", torch.from_numpy(audio), None)

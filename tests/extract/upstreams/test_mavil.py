@@ -457,10 +457,10 @@ def test_bare_state_dict_and_pretraining_extras_load(tmp_path):
     assert mavil.Mavil(checkpoint=path).variant == "pretrained"
 
 
-def test_bad_inputs_are_value_errors(finetuned):
+def test_bad_inputs_are_clear_errors(finetuned):
     frames = np.zeros((4, 16, 16, 3), np.uint8)
     wave = np.zeros(SR, np.float32)
-    with pytest.raises(ValueError, match="no 'text' track"):
+    with pytest.raises(UpstreamError, match="mavil has no 'text' track; it offers: audio, video, fusion"):
         finetuned.extract(["text"], wave, frames)
     with pytest.raises(ValueError, match="needs the video stream"):
         finetuned.extract(["fusion"], wave, None)
