@@ -6,9 +6,9 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class ExtractOptions:
     block_size: int | None = None
     progress: bool = True
     batch_size: int = 1  # clips per upstream forward (models that batch pad and mask)
+    model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model (e.g. video_crop)
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _put(writer: StoreWriter, row: int, clip: datasets.Clip, features: Callable[
 
 def run_extraction(opts: ExtractOptions) -> Summary:
     backend_kind(opts.out)  # a bad --out fails before anything is built or written
-    upstream = upstreams.build(opts.model, opts.checkpoint, opts.device)
+    upstream = upstreams.build(opts.model, opts.checkpoint, opts.device, opts.model_options)
     offered = upstream.tracks
     tracks = list(dict.fromkeys(opts.tracks)) or list(offered)
     missing = [t for t in tracks if t not in offered]

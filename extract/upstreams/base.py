@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,11 +158,18 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
-def build(name: str, checkpoint: Path | None = None, device: str = "cpu") -> Upstream:
+def build(name: str, checkpoint: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None) -> Upstream:
+    """The registered model `name`; `options` are extra keyword arguments of its constructor."""
     if name not in REGISTRY:
         raise UpstreamError(f"unknown model {name!r}; choose one of: {', '.join(available())}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UpstreamError(f"--device {device} asked for, but torch sees no CUDA device here; use --device cpu")
-    return REGISTRY[name](checkpoint=checkpoint, device=device)
+    cls = REGISTRY[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "checkpoint", "device"}
+    unknown = sorted(set(options or {}) - accepted)
+    if unknown:
+        takes = f"it takes: {', '.join(sorted(accepted))}" if accepted else "it takes none"
+        raise UpstreamError(f"model {name!r} has no option {', '.join(unknown)}; {takes}")
+    return cls(checkpoint=checkpoint, device=device, **(options or {}))
 
 

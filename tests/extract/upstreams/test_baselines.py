@@ -64,3 +64,11 @@ def test_handcrafted_upstreams_take_no_checkpoint(name, tmp_path):
 def test_unknown_model_lists_choices():
     with pytest.raises(UpstreamError, match="fbank, hog"):
         upstreams.build("nope")
+
+
+def test_build_passes_model_options_and_refuses_unknown_ones():
+    from avsuperb.extract.upstreams import UpstreamError, build
+
+    with pytest.raises(UpstreamError, match="model 'fbank' has no option video_crop; it takes none"):
+        build("fbank", options={"video_crop": "mouth"})
+    assert build("fbank", options={}).name == "fbank"
