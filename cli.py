@@ -99,6 +99,16 @@ def _list_datasets(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit(0)
 
 
+def _parse_shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """'K/N' (1-based) -> (K - 1, N)."""
+    if value is None:
+        return None
+    k, sep, n = value.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise click.BadParameter(f"expected K/N with 1 <= K <= N, e.g. 1/4; got {value!r}")
+    return int(k) - 1, int(n)
+
+
 def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -126,11 +136,14 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--block-size", type=click.IntRange(min=1), help="Clips per unit of writing (default: chosen from the feature size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Clips per model forward. Neural upstreams pad and mask, so a clip's features do not depend on its batch.")
+@click.option("--shard", callback=_parse_shard, metavar="K/N",
+              help="Extract only part K of N (1-based) into the same .zarr store; run N of these at once, on one "
+                   "machine or several sharing the filesystem. Whichever finishes last completes the store.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
-                device: str, frames: bool | None, block_size: int | None, batch_size: int, no_progress: bool,
-                verbose: bool) -> int:
+                device: str, frames: bool | None, block_size: int | None, batch_size: int,
+                shard: tuple[int, int] | None, no_progress: bool, verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
 
     \b
@@ -141,7 +154,8 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
     from avsuperb.extract.run import ExtractOptions, run_extraction
 
     summary = run_extraction(ExtractOptions(
-        model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size
+        model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size,
+        shard=shard or (0, 1),
     ))
     log.info(summary.line())
     return 130 if summary.interrupted else 0

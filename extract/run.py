@@ -40,6 +40,7 @@ class ExtractOptions:
     progress: bool = True
     batch_size: int = 1  # clips per upstream forward (models that batch pad and mask)
     model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model (e.g. video_crop)
+    shard: tuple[int, int] = (0, 1)  # (K, N): extract the K-th (0-based) of N disjoint parts into the same store
 
 
 @dataclass
@@ -51,11 +52,13 @@ class Summary:
     failed: int
     pending: int
     interrupted: bool = False
+    shard: tuple[int, int] = (0, 1)
 
     def line(self) -> str:
         state = "interrupted" if self.interrupted else ("complete" if self.pending == 0 else "incomplete")
+        part = f" (shard {self.shard[0] + 1}/{self.shard[1]})" if self.shard[1] > 1 else ""
         return (
-            f"{self.store}: {state}; {self.extracted} clips processed in this run, "
+            f"{self.store}{part}: {state}; {self.extracted} clips processed in this run, "
             f"{self.done}/{self.total} done, {self.failed} failed, {self.pending} pending"
         )
 
@@ -155,13 +158,15 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         frames=frames,
         table=index.table(),
         block_size=opts.block_size,
+        shard=opts.shard,
     )
     interrupted = False
     try:
         todo = writer.pending()
         writer.plan(todo)
-        if len(todo) < len(index.clips):
-            log.info("resuming: %d of %d clips already done", len(index.clips) - len(todo), len(index.clips))
+        mine = len(writer.rows())
+        if len(todo) < mine:
+            log.info("resuming: %d of %d clips already done", mine - len(todo), mine)
         with StopRequest().installed() as stop:
             try:
                 size = max(1, opts.batch_size)
@@ -178,7 +183,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             if interrupted:
                 log.warning("interrupted (%s): writing the clips that are finished", stop.signal)
         writer.finalize()
+        s = writer.summary()
     finally:
         writer.close()
-    s = writer.summary()
-    return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted)
+    return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted, opts.shard)

@@ -3,6 +3,11 @@
 A block is a run of consecutive clips that owns whole chunks of every array (its frame
 region starts on a chunk boundary). A block is written in one go and its clips are marked
 done only after their data is stored; resuming re-extracts every clip not marked done.
+
+Shard K of N (Zarr only) owns a contiguous run of whole blocks, so N writers can fill one store
+at once without sharing a chunk. Each holds a lock file beside the store instead of the store's
+writer attribute, and the store's attributes are written only by whichever shard, holding the
+finish lock, finds every clip extracted: it reduces the statistics and marks the store complete.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import os
 import shutil
 import socket
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,10 +98,11 @@ def _pid_alive(pid: int) -> bool:
 class StoreWriter:
     """Buffers finished clips per block and writes each block when all its pending clips are in."""
 
-    def __init__(self, backend: Backend, path: Path, table: ClipTable) -> None:
+    def __init__(self, backend: Backend, path: Path, table: ClipTable, shard: tuple[int, int] = (0, 1)) -> None:
         self.backend = backend
         self.path = path
         self.table = table
+        self.shard = shard
         self.attrs: dict[str, Any] = backend.get_attr(S.ROOT_ATTR)
         self.tracks = {t: TrackSpec(**v) for t, v in self.attrs["tracks"].items()}
         self.frames = bool(self.attrs["frames"])
@@ -118,10 +125,18 @@ class StoreWriter:
         frames: bool,
         table: ClipTable,
         block_size: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> StoreWriter:
-        """Create the store, or reopen it to resume if it was made by the same run description."""
+        """Create the store, or reopen it to resume if it was made by the same run description.
+
+        `shard` (K, N): this writer extracts the K-th of N disjoint runs of blocks (0-based)."""
         path = Path(path)
         kind = backend_kind(path)
+        k, n = shard
+        if not 0 <= k < n:
+            raise StoreError(f"shard {k}/{n}: K must lie in 0..{n - 1}")
+        if n > 1 and kind != "zarr":
+            raise StoreError(f"{path}: an HDF5 store takes a single writer; extract shards into a .zarr store")
         wanted = {
             "upstream": upstream,
             "dataset": dataset,
@@ -140,11 +155,14 @@ class StoreWriter:
             _check_same(path, attrs, wanted)
             if list(backend.read(S.CLIP_ID)) != list(table.ids):
                 raise StoreError(f"{path} holds another clip list than dataset {dataset['name']!r} gives now")
-            _take_writer_lock(backend, path)
+            if n == 1:
+                _take_writer_lock(backend, path)
+            else:
+                _lock_file(_shard_lock(path, shard), path, f"shard {k}/{n}", wait=False)
         except BaseException:
             backend.close()
             raise
-        return cls(backend, path, table)
+        return cls(backend, path, table, shard)
 
     @staticmethod
     def _create(path: Path, kind: str, wanted: dict[str, Any], table: ClipTable, block_size: int) -> None:
@@ -201,13 +219,27 @@ class StoreWriter:
             b.set_attr(S.ROOT_ATTR, attrs)  # last: a store without it is not a store
         finally:
             b.close()
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not path.exists():
+                raise
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()  # another shard created it first
+            return
         log.info("created %s store %s: %d clips, block size %d", kind, path, n, block_size)
 
     # -- progress -----------------------------------------------------------------------------
+    def rows(self) -> range:
+        """The clips this writer owns: all of them, or its shard's run of whole blocks."""
+        k, n = self.shard
+        blocks = math.ceil(len(self.table) / self.block_size)
+        lo, hi = k * blocks // n, (k + 1) * blocks // n
+        return range(min(lo * self.block_size, len(self.table)), min(hi * self.block_size, len(self.table)))
+
     def pending(self) -> list[int]:
-        """Clips still to extract: every clip not marked done (failed ones are retried)."""
-        return [int(i) for i in np.flatnonzero(self.status != S.STATUS_DONE)]
+        """Clips still to extract among this writer's: those not marked done (failed ones are retried)."""
+        mine = self.rows()
+        return [int(i) + mine.start for i in np.flatnonzero(self.status[mine.start : mine.stop] != S.STATUS_DONE)]
 
     def plan(self, rows: list[int]) -> None:
         """Declare the clips this run will hand in, so each block is written when its last one is."""
@@ -300,12 +332,33 @@ class StoreWriter:
 
     # -- closing ------------------------------------------------------------------------------
     def finalize(self) -> None:
-        """Flush, and once no clip is pending, reduce train-split statistics and mark complete."""
+        """Flush, and once no clip is pending, reduce train-split statistics and mark complete.
+
+        A shard first takes the finish lock and re-reads every clip's status (the other shards
+        write theirs), and writes the store's attributes only when it completes the store."""
         self.flush()
-        self.attrs["updated"] = now()
+        if self.shard[1] > 1:
+            if np.any(self.status[self.rows().start : self.rows().stop] == S.STATUS_PENDING):
+                return  # this shard is unfinished: the store cannot be complete yet
+            lock = _lock_file(_finish_lock(self.path), self.path, "finishing", wait=True)
+            try:
+                self.status = self.backend.read(S.CLIP_STATUS).astype(np.int8)
+                self.attrs = self.backend.get_attr(S.ROOT_ATTR)
+                if not self.attrs["complete"] and not np.any(self.status == S.STATUS_PENDING):
+                    self._complete()
+            finally:
+                lock.unlink(missing_ok=True)
+            return
         if not np.any(self.status == S.STATUS_PENDING):
-            self._write_stats()
-            self.attrs["complete"] = True
+            self._complete()
+        else:
+            self.attrs["updated"] = now()
+            self.backend.set_attr(S.ROOT_ATTR, self.attrs)
+
+    def _complete(self) -> None:
+        self._write_stats()
+        self.attrs["updated"] = now()
+        self.attrs["complete"] = True
         self.backend.set_attr(S.ROOT_ATTR, self.attrs)
 
     def _write_stats(self) -> None:
@@ -339,15 +392,20 @@ class StoreWriter:
 
     def close(self) -> None:
         try:
-            self.backend.del_attr(S.WRITER_ATTR)
+            if self.shard[1] == 1:
+                self.backend.del_attr(S.WRITER_ATTR)
+            else:
+                _shard_lock(self.path, self.shard).unlink(missing_ok=True)
         finally:
             self.backend.close()
 
     def summary(self) -> dict[str, int]:
+        """Clip counts over the whole store (a shard reads the others' progress from it)."""
+        status = self.status if self.shard[1] == 1 else self.backend.read(S.CLIP_STATUS)
         return {
-            "done": int(np.sum(self.status == S.STATUS_DONE)),
-            "failed": int(np.sum(self.status == S.STATUS_FAILED)),
-            "pending": int(np.sum(self.status == S.STATUS_PENDING)),
+            "done": int(np.sum(status == S.STATUS_DONE)),
+            "failed": int(np.sum(status == S.STATUS_FAILED)),
+            "pending": int(np.sum(status == S.STATUS_PENDING)),
         }
 
 
@@ -368,6 +426,44 @@ def _describe(key: str, value: Any) -> str:
     if isinstance(value, dict) and "name" in value:
         return repr(value["name"]) + ("" if key != "upstream" else f" (config {value.get('config')}, checkpoint {value.get('checkpoint_sha256')})")
     return repr(value)
+
+
+def _shard_lock(path: Path, shard: tuple[int, int]) -> Path:
+    return path.with_name(f".{path.name}.shard-{shard[0]}-of-{shard[1]}.lock")
+
+
+def _finish_lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}.finish.lock")
+
+
+def _lock_file(lock: Path, path: Path, what: str, wait: bool, poll: float = 0.05) -> Path:
+    """Create `lock` holding pid@host, taking over one whose process is gone (same host). With
+    `wait`, wait while a live process holds it; otherwise that is a StoreError."""
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = lock.read_text().strip() if lock.exists() else ""
+            pid, _, host = holder.partition("@")
+            if holder and (host != socket.gethostname() or (pid.isdigit() and _pid_alive(int(pid)))):
+                if not wait:
+                    raise StoreError(f"{path} ({what}) is being written by process {holder}; wait for it or stop it first") from None
+                time.sleep(poll)
+                continue
+            try:
+                young = time.time() - lock.stat().st_mtime < 5
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if holder or not young:  # its process is gone, or a crash left it empty
+                log.info("taking over the %s lock of %s from process %s, which is gone", what, path, holder or "?")
+                lock.unlink(missing_ok=True)
+            else:
+                time.sleep(poll)  # being created this instant
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return lock
 
 
 def _take_writer_lock(backend: Backend, path: Path) -> None:
