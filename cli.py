@@ -139,11 +139,17 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Extract only part K of N (1-based) into the same .zarr store; run N of these at once, on one "
                    "machine or several sharing the filesystem. Whichever finishes last completes the store.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the shards as tasks on this Dask distributed scheduler (e.g. tcp://10.0.0.5:8786); its workers "
+                   "must see the dataset and the store's folder.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Without --scheduler: start a local Dask cluster of this many worker processes, one shard each.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
                 device: str, frames: bool | None, block_size: int | None, batch_size: int,
-                shard: tuple[int, int] | None, no_progress: bool, verbose: bool) -> int:
+                shard: tuple[int, int] | None, scheduler: str | None, workers: int | None, no_progress: bool,
+                verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
 
     \b
@@ -153,10 +159,19 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
     _logging(verbose)
     from avsuperb.extract.run import ExtractOptions, run_extraction
 
-    summary = run_extraction(ExtractOptions(
+    opts = ExtractOptions(
         model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size,
         shard=shard or (0, 1),
-    ))
+    )
+    if scheduler or workers:
+        if shard:
+            raise click.UsageError("--shard picks one part for this process; with --scheduler/--workers every part runs as a task")
+        from avsuperb.extract.cluster import run_on_cluster
+
+        for summary in run_on_cluster(opts, scheduler, workers):
+            log.info(summary.line())
+        return 0
+    summary = run_extraction(opts)
     log.info(summary.line())
     return 130 if summary.interrupted else 0
 

@@ -89,3 +89,22 @@ def test_shards_own_disjoint_runs_of_whole_blocks(tmp_path):
     with pytest.raises(StoreError, match=r"shard 0/2\) is being written by process"):
         open_writer(tmp_path / "s.zarr", table, shard=(0, 2))
     w.close()
+
+
+def test_a_local_dask_cluster_runs_the_shards_and_equals_one_run(small_corpus, reference, cli_env, tmp_path):
+    store = tmp_path / "dask.zarr"
+    r = subprocess.run(extract_cmd(small_corpus, store) + ["--workers", "2"], env=cli_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert "(shard 1/2)" in r.stderr and "(shard 2/2)" in r.stderr and "complete;" in r.stderr, r.stderr
+    assert_same_arrays(zarr_arrays(store), reference[0])
+    assert stable(zarr_attrs(store)) == stable(reference[1])
+
+
+def test_cluster_options_are_checked_before_anything_starts(small_corpus, cli_env, tmp_path):
+    base = extract_cmd(small_corpus, tmp_path / "s.zarr")
+    both = subprocess.run(base + ["--workers", "2", "--shard", "1/2"], env=cli_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert both.returncode == 2 and "--shard picks one part" in both.stderr, both.stderr
+    h5 = subprocess.run(extract_cmd(small_corpus, tmp_path / "s.h5") + ["--workers", "2"], env=cli_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert h5.returncode == 2 and "single writer" in h5.stderr and "Traceback" not in h5.stderr, h5.stderr
+    gone = subprocess.run(base + ["--scheduler", "tcp://127.0.0.1:9"], env=cli_env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert gone.returncode == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in gone.stderr, gone.stderr
