@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
-
+import torch
 from tqdm import tqdm
 
 from avsuperb.extract import datasets, upstreams
-from avsuperb.extract.media import MediaError, decode
+from avsuperb.extract.pipeline import BUCKET_BATCHES, BackgroundWriter, Decoded, bucketed, decoded_batches
 from avsuperb.store.backend import backend_kind
 from avsuperb.store.writer import StoreWriter, TrackSpec
 
@@ -39,6 +39,8 @@ class ExtractOptions:
     block_size: int | None = None
     progress: bool = True
     batch_size: int = 1  # clips per upstream forward (models that batch pad and mask)
+    decode_workers: int = 0  # processes decoding ahead of the model (0: decode in this process, in turn)
+    precision: str = "fp32"  # fp32, or autocast to fp16 / bf16 (recorded in the store's upstream config)
     model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model (e.g. video_crop)
     shard: tuple[int, int] = (0, 1)  # (K, N): extract the K-th (0-based) of N disjoint parts into the same store
 
@@ -92,44 +94,58 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
-def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], clips: list[tuple[int, datasets.Clip]],
-                   sample_rate: int | None, fps: float | None, fill: bool, writer: StoreWriter) -> None:
-    """Decode each clip, run the decoded ones through the upstream together, write each result.
+def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], items: list[Decoded], out: BackgroundWriter,
+                   precision: str) -> None:
+    """Run the decoded clips through the upstream together and hand each result to the writer.
 
-    A clip that fails to decode is recorded as failed on its own; if the batched forward fails,
+    A clip that failed to decode is recorded as failed on its own; if the batched forward fails,
     the clips are retried one by one so that only the culprit is marked failed."""
     decoded = []
-    for row, clip in clips:
-        try:
-            media = decode(clip.path, sample_rate=sample_rate, fps=fps, start=clip.start, end=clip.start + clip.duration,
-                           fill_missing=fill)
-            decoded.append((row, clip, media))
-        except MediaError as err:
-            log.warning("clip %s failed: %s", clip.id, err)
-            writer.fail(row, str(err))
+    for d in items:
+        if d.media is None:
+            out.fail(d.row, d.clip, d.error)
+        else:
+            decoded.append(d)
     if len(decoded) > 1:
         try:
-            features = upstream.extract_batch(tracks, [(m.audio, m.video) for _, _, m in decoded])
+            with _autocast(upstream.device, precision):
+                features = upstream.extract_batch(tracks, [(d.media.audio, d.media.video) for d in decoded])  # type: ignore[union-attr]
         except (ValueError, RuntimeError) as err:
             log.debug("batch of %d failed (%s); retrying clip by clip", len(decoded), err)
         else:
-            for (row, clip, _), feats in zip(decoded, features):
-                _put(writer, row, clip, lambda: feats)
+            for d, feats in zip(decoded, features):
+                out.put(d.row, d.clip, feats)
             return
-    for row, clip, media in decoded:
-        _put(writer, row, clip, lambda: upstream.extract(tracks, media.audio, media.video))
+    for d in decoded:
+        assert d.media is not None
+        try:
+            with _autocast(upstream.device, precision):
+                feats = upstream.extract(tracks, d.media.audio, d.media.video)
+        except (ValueError, RuntimeError) as err:
+            out.fail(d.row, d.clip, str(err) or type(err).__name__)
+        else:
+            out.put(d.row, d.clip, feats)
 
 
-def _put(writer: StoreWriter, row: int, clip: datasets.Clip, features: Callable[[], dict[str, np.ndarray]]) -> None:
-    try:
-        writer.put(row, features())
-    except (ValueError, RuntimeError) as err:
-        log.warning("clip %s failed: %s", clip.id, err)
-        writer.fail(row, str(err) or type(err).__name__)
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Mixed-precision autocast on the model's device, or nothing for fp32."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _config(upstream: upstreams.Upstream, precision: str) -> dict[str, Any]:
+    """The upstream's config for the store; a reduced precision is part of it."""
+    config = upstream.config()
+    return config if precision == "fp32" else {**config, "precision": precision}
 
 
 def run_extraction(opts: ExtractOptions) -> Summary:
     backend_kind(opts.out)  # a bad --out fails before anything is built or written
+    if opts.precision not in PRECISIONS:
+        raise ExtractError(f"unknown precision {opts.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     upstream = upstreams.build(opts.model, opts.checkpoint, opts.device, opts.model_options)
     offered = upstream.tracks
     tracks = list(dict.fromkeys(opts.tracks)) or list(offered)
@@ -152,7 +168,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         }
     writer = StoreWriter.open(
         opts.out,
-        upstream={"name": upstream.name, "config": upstream.config(), "checkpoint_sha256": upstream.checkpoint_sha256()},
+        upstream={"name": upstream.name, "config": _config(upstream, opts.precision), "checkpoint_sha256": upstream.checkpoint_sha256()},
         dataset=dataset_attrs,
         tracks={t: TrackSpec(offered[t].num_layers, offered[t].dim, offered[t].frame_rate, offered[t].frames_per_clip) for t in tracks},
         frames=frames,
@@ -167,21 +183,23 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         mine = len(writer.rows())
         if len(todo) < mine:
             log.info("resuming: %d of %d clips already done", mine - len(todo), mine)
+        size = max(1, opts.batch_size)
+        batches = bucketed(todo, index.table().durations, size, size * BUCKET_BATCHES) if size > 1 else [[r] for r in todo]
+        out = BackgroundWriter(writer)
         with StopRequest().installed() as stop:
             try:
-                size = max(1, opts.batch_size)
                 with tqdm(total=len(todo), desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress) as bar:
-                    for start in range(0, len(todo), size):
+                    for items in decoded_batches(batches, index.clips, sample_rate, fps, fill, opts.decode_workers):
                         if stop:
                             break
-                        batch = todo[start : start + size]
-                        _extract_batch(upstream, tracks, [(row, index.clips[row]) for row in batch], sample_rate, fps, fill, writer)
-                        bar.update(len(batch))
+                        _extract_batch(upstream, tracks, items, out, opts.precision)
+                        bar.update(len(items))
             except KeyboardInterrupt:
                 stop.signal = stop.signal or "SIGINT"
             interrupted = bool(stop)
             if interrupted:
                 log.warning("interrupted (%s): writing the clips that are finished", stop.signal)
+            out.close()
         writer.finalize()
         s = writer.summary()
     finally:
