@@ -38,7 +38,6 @@ ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'" + SEPARATOR  # token ids 1..28; 0 is th
 POOL_BATCHES = 8  # batches per shuffled pool that is length-sorted to limit padding
 EVAL_BATCH_SCALE = 2  # evaluation batches hold this many times cfg.batch_size clips
 PREFETCH = 4  # loaded batches waiting ahead of training
-CACHE_BYTES = 256 << 20  # recently read clips kept in memory (per task run)
 
 
 class CharVocab:
@@ -172,7 +171,7 @@ class FrameBatches:
     prefetch threads of training and evaluation may share it.
     """
 
-    def __init__(self, data: TaskData, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, data: TaskData, cache_bytes: int) -> None:
         self.backend = data.reader.backend
         self.name = S.frames_path(data.track)
         self.offsets = np.asarray(self.backend.read(S.offsets_path(data.track)), dtype=np.int64)
@@ -327,7 +326,7 @@ class SpeechRecognition(Task):
         f"{lr:g}"; test_score is the test CER of the chosen rate's best state; extra carries
         its test WER and dev CER."""
         vocab = CharVocab()
-        source = FrameBatches(data)
+        source = FrameBatches(data, cfg.frame_cache_mb << 20)
         normalised = {int(r): vocab.normalise(str(data.label.values[r])) for s in data.rows for r in data.rows[s]}
         if vocab.dropped:
             common = ", ".join(f"{c!r} x{n}" for c, n in vocab.dropped.most_common(8))
