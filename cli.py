@@ -63,7 +63,7 @@ def _logging(verbose: bool) -> None:
 def _model_help() -> str:
     from avsuperb.extract import upstreams
 
-    return ", ".join(upstreams.available())
+    return ", ".join(upstreams.available()) + "; or a plug-in: module.path:factory or path/to/file.py:factory"
 
 
 def _dataset_help() -> str:
@@ -112,11 +112,14 @@ def _parse_shard(_ctx: click.Context, _param: click.Parameter, value: str | None
 def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from avsuperb.extract import upstreams
+    from avsuperb.extract.upstreams.plugins import catalogue, describe_tracks
 
-    for name in upstreams.available():
-        doc = (upstreams.REGISTRY[name].__doc__ or "").strip().splitlines()
-        click.echo(f"{name:10s} {doc[0] if doc else ''}")
+    for m in catalogue():
+        click.echo(f"{m.name:10s} {describe_tracks(m.tracks) if m.tracks is not None else m.note}  [{m.source}]")
+        if m.summary:
+            click.echo(f"{'':10s} {m.summary}")
+    click.echo("\nOr a plug-in of your own: --model module.path:factory or --model path/to/file.py:factory "
+               "(entry points: group avsuperb.upstreams).")
     ctx.exit(0)
 
 
@@ -124,7 +127,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--list-datasets", is_flag=True, expose_value=False, is_eager=True, callback=_list_datasets,
               help="Show each dataset, the tasks it serves and the files it expects under --root, then exit.")
 @click.option("--list-models", is_flag=True, expose_value=False, is_eager=True, callback=_list_models,
-              help="Show the upstream models, then exit.")
+              help="Show the upstream models (built-in and installed plug-ins) and what each offers, then exit.")
 @click.option("--model", required=True, help="Upstream model.")
 @click.option("--dataset", required=True, help="Dataset.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset directory (synthetic: where to render it; default: the user cache).")
@@ -136,6 +139,14 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--block-size", type=click.IntRange(min=1), help="Clips per unit of writing (default: chosen from the feature size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Clips per model forward. Neural upstreams pad and mask, so a clip's features do not depend on its batch.")
+@click.option("--video-crop", type=click.Choice(["center", "mouth"]),
+              help="av_hubert only: its 88x88 video input from the frame centre (the reference) or around the mouth found "
+                   "by a face-landmark model (needs the optional extra: pip install --no-deps facenet-pytorch==2.6.0). "
+                   "Default: the model's own (center).")
+@click.option("--decode-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Processes decoding clips ahead of the model (0: decode in turn, in this process).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Model arithmetic: fp32, or autocast to fp16 (CUDA) / bf16; recorded in the store.")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
               help="Extract only part K of N (1-based) into the same .zarr store; run N of these at once, on one "
                    "machine or several sharing the filesystem. Whichever finishes last completes the store.")
@@ -147,7 +158,8 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
-                device: str, frames: bool | None, block_size: int | None, batch_size: int,
+                device: str, frames: bool | None, block_size: int | None, batch_size: int, video_crop: str | None,
+                decode_workers: int, precision: str,
                 shard: tuple[int, int] | None, scheduler: str | None, workers: int | None, no_progress: bool,
                 verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
@@ -161,7 +173,7 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
 
     opts = ExtractOptions(
         model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size,
-        shard=shard or (0, 1),
+        decode_workers=decode_workers, precision=precision, shard=shard or (0, 1), model_options={"video_crop": video_crop} if video_crop else {},
     )
     if scheduler or workers:
         if shard:

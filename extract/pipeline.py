@@ -3,8 +3,12 @@ processes while the model runs, and the store written from a background thread."
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import queue
+import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 8  # batches per window of pending clips that is sorted by duration
 WRITE_QUEUE = 16  # finished clips waiting for the writer thread at most
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def bucketed(rows: Sequence[int], durations: np.ndarray, batch_size: int, window: int) -> list[list[int]]:
@@ -69,16 +74,30 @@ def _as_is(item: Any) -> Any:
     return item
 
 
+def _die_with_parent(_worker_id: int) -> None:
+    """On Linux, a decode worker is killed when the extraction process dies (even by SIGKILL),
+    instead of lingering blocked on a full result pipe that nobody reads any more."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no libc prctl: the DataLoader's own parent watchdog remains
+            pass
+
+
 def decoded_batches(batches: list[list[int]], clips: Sequence[Clip], sample_rate: int | None, fps: float | None,
                     fill: bool, workers: int) -> Iterator[list[Decoded]]:
     """The batches decoded in order; with `workers` > 0, by that many processes running ahead
     of the model (two batches each)."""
     source = _Batches(batches, clips, sample_rate, fps, fill)
+    if workers > 0 and multiprocessing.current_process().daemon:  # e.g. a Dask worker: no child processes allowed
+        log.info("decoding in this process: a daemonic process (%s) cannot start decode workers",
+                 multiprocessing.current_process().name)
+        workers = 0
     if workers <= 0:
         yield from (source[i] for i in range(len(source)))
         return
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
-                        prefetch_factor=2, persistent_workers=False, multiprocessing_context="fork"
+                        worker_init_fn=_die_with_parent, prefetch_factor=2, persistent_workers=False, multiprocessing_context="fork"
                         if "fork" in torch.multiprocessing.get_all_start_methods() else None)
     yield from loader
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from avsuperb.extract import datasets, upstreams
 from avsuperb.extract.pipeline import BUCKET_BATCHES, BackgroundWriter, Decoded, bucketed, decoded_batches
+from avsuperb.extract.upstreams.plugins import PluginUpstream
 from avsuperb.store.backend import backend_kind
 from avsuperb.store.writer import StoreWriter, TrackSpec
 
@@ -158,6 +159,8 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         raise ExtractError(f"dataset {opts.dataset!r} under {dataset.root} lists no clips")
     frames = dataset.has_transcripts(index) if opts.frames is None else opts.frames
     sample_rate, fps = upstream.needs(tracks)
+    if isinstance(upstream, PluginUpstream):  # a plug-in's output is checked on one clip before anything is written
+        upstream.check_on(tracks, index.clips, sample_rate, fps, dataset.fills_missing_streams)
 
     fill = dataset.fills_missing_streams
     dataset_attrs: dict[str, object] = {"name": dataset.name, "root": str(dataset.root), "manifest_sha256": index.fingerprint()}

@@ -13,7 +13,10 @@ reuses av_hubert's own hubert_dataset/utils code):
   decoded (no resizing, no face detection, as the reference; frames smaller than 88 are
   zero-padded around first, as av_hubert's CenterCrop does), then (x − 0.421) / 0.165. On the
   96×96 mouth ROIs AV-HuBERT was trained on this is its own test-time crop; on full frames it is
-  the central 88×88 pixels, which is what the benchmark measured.
+  the central 88×88 pixels, which is what the benchmark measured. With `video_crop="mouth"`
+  (optional: facenet-pytorch's MTCNN, see mouth_crop.py) the 88×88 centre crop is taken from a
+  96×96 mouth ROI found per frame instead, as on the authors' LRS3/VoxCeleb2 data; a clip with no
+  face anywhere falls back to the centre crop of the frame.
 
 Tracks (the paper: "we set features of the opposing modality to 0 and extract features from the
 12-layer fusion Transformer"): `fusion` uses both streams; `audio` replaces the video feature
@@ -45,6 +48,7 @@ import torch.nn.functional as F
 from avsuperb.extract.upstreams.av_hubert_model import AVHubertArch, AVHubertModel
 from avsuperb.extract.upstreams.base import BatchedUpstream, TrackInfo, UpstreamError, register
 from avsuperb.extract.upstreams.checkpoint import plain, read_checkpoint
+from avsuperb.extract.upstreams.mouth_crop import MouthCropper, mouth_rois
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ IMAGE_MEAN = 0.421
 IMAGE_STD = 0.165
 
 TRACKS = ("audio", "video", "fusion")
+VIDEO_CROPS = ("center", "mouth")
 
 # Weights a released checkpoint may hold that feature extraction does not use.
 PRETRAINING_ONLY_KEYS = frozenset(
@@ -158,13 +163,18 @@ def center_crop(frames: torch.Tensor, size: int = CROP) -> torch.Tensor:
     return frames[..., top : top + size, left : left + size]
 
 
-def video_features(video: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB [T, H, W, 3] → float32 [T, 88, 88]: grayscale, ÷255, centre crop, normalised."""
+def video_features(video: torch.Tensor, mouth: MouthCropper | None = None) -> torch.Tensor:
+    """uint8 RGB [T, H, W, 3] → float32 [T, 88, 88]: grayscale, ÷255, centre crop, normalised.
+    With `mouth`, the centre crop is taken from each frame's 96×96 mouth ROI (the frame's own
+    centre when the clip has no face)."""
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be [T, H, W, 3] RGB frames, got shape {tuple(video.shape)}")
     x = video.float()
-    gray = GRAY[0] * x[..., 0] + GRAY[1] * x[..., 1] + GRAY[2] * x[..., 2]
-    return (center_crop(gray / 255.0) - IMAGE_MEAN) / IMAGE_STD
+    gray = (GRAY[0] * x[..., 0] + GRAY[1] * x[..., 1] + GRAY[2] * x[..., 2]) / 255.0
+    track = mouth.track(video) if mouth is not None else None
+    if track is not None:
+        gray = mouth_rois(gray, track)
+    return (center_crop(gray) - IMAGE_MEAN) / IMAGE_STD
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -282,7 +292,9 @@ class AVHubert(BatchedUpstream):
     sample_rate = SAMPLE_RATE
     video_fps = FPS
 
-    def __init__(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: Path | None = None, device: str = "cpu", video_crop: str = "center") -> None:
+        if video_crop not in VIDEO_CROPS:
+            raise UpstreamError(f"av_hubert: unknown video crop {video_crop!r}; choose one of: {', '.join(VIDEO_CROPS)}")
         if checkpoint is None:
             raise UpstreamError(
                 "av_hubert needs --checkpoint PATH to a released fairseq checkpoint, e.g. base_lrs3_iter5.pt "
@@ -290,6 +302,9 @@ class AVHubert(BatchedUpstream):
                 "anywhere (e.g. ~/checkpoints/base_lrs3_iter5.pt) and pass that path"
             )
         super().__init__(Path(checkpoint), device)
+        self.video_crop = video_crop
+        # the optional landmark model is checked before the (large) checkpoint is read
+        self.mouth = MouthCropper(self.device) if video_crop == "mouth" else None
         loaded = load_checkpoint(self.checkpoint)
         self.arch, self.finetuned, self.normalize = loaded.model.arch, loaded.finetuned, loaded.normalize
         self.model = loaded.model.to(self.device)
@@ -308,11 +323,18 @@ class AVHubert(BatchedUpstream):
         info = TrackInfo(self.arch.encoder_layers + 1, self.arch.encoder_embed_dim, FPS)
         return {t: info for t in TRACKS}
 
+    @property
+    def mouth_fallbacks(self) -> int:
+        """Clips so far whose video had no face in any frame and got the centre crop (mouth crop only)."""
+        return self.mouth.fallbacks if self.mouth is not None else 0
+
     def config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"mouth_crop": self.mouth.describe()} if self.mouth is not None else {}
         return {
             "architecture": asdict(self.arch),
             "finetuned": self.finetuned,
-            "crop": "center",
+            "crop": self.video_crop,
+            **extra,
             "modality_zeroing": "feature_extractor_output",
             "layers": "transformer input after pos_conv, then each layer output (final layer norm on the last when layer_norm_first)",
             "preprocessing": {
@@ -363,7 +385,7 @@ class AVHubert(BatchedUpstream):
                 audio_in.append(audio_features(audio.detach().cpu().numpy(), num_frames, self.normalize))
             if uses_video:
                 assert video is not None
-                video_in.append(video_features(video))
+                video_in.append(video_features(video, self.mouth))
             lengths.append(num_frames if num_frames is not None else len(audio_in[-1]))
 
         b, t_max = len(clips), max(lengths)

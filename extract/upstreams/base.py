@@ -155,15 +155,24 @@ def register(cls: type[Upstream]) -> type[Upstream]:
 
 
 def available() -> list[str]:
-    return sorted(REGISTRY)
+    """Built-in models in registration order, then installed plug-ins (entry points) by name."""
+    from avsuperb.extract.upstreams.plugins import entry_point_names
+
+    return list(REGISTRY) + [n for n in entry_point_names() if n not in REGISTRY]
 
 
 def build(name: str, checkpoint: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None) -> Upstream:
-    """The registered model `name`; `options` are extra keyword arguments of its constructor."""
-    if name not in REGISTRY:
-        raise UpstreamError(f"unknown model {name!r}; choose one of: {', '.join(available())}")
+    """The registered model `name`, or a plug-in (`module:factory`, `file.py:factory`, or an entry
+    point looked up after the built-ins); `options` are extra keyword arguments of its constructor."""
+    from avsuperb.extract.upstreams import plugins
+
+    plugin = plugins.is_spec(name) or (name not in REGISTRY and name in plugins.entry_points())
+    if name not in REGISTRY and not plugin:
+        raise UpstreamError(f"unknown model {name!r}; choose one of: {', '.join(available())} (or a plug-in: {plugins.FORMS})")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UpstreamError(f"--device {device} asked for, but torch sees no CUDA device here; use --device cpu")
+    if plugin:
+        return plugins.build(name, checkpoint, device, options)
     cls = REGISTRY[name]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "checkpoint", "device"}
     unknown = sorted(set(options or {}) - accepted)
