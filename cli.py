@@ -109,6 +109,23 @@ def _parse_shard(_ctx: click.Context, _param: click.Parameter, value: str | None
     return int(k) - 1, int(n)
 
 
+def _parse_max_failures(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | float | None:
+    """'N' -> a count of failed clips (int); '0.1' or '10%' -> a fraction of the clips processed (float)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        limit = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        limit = -1.0
+    if not 0.0 <= limit <= 1.0:  # NaN too
+        raise click.BadParameter(f"expected a count of failed clips (e.g. 50) or a fraction of the clips processed "
+                                 f"(e.g. 0.1 or 10%, at most 100%); got {value!r}")
+    return limit
+
+
 def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -155,13 +172,16 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
                    "must see the dataset and the store's folder.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Without --scheduler: start a local Dask cluster of this many worker processes, one shard each.")
+@click.option("--max-failures", callback=_parse_max_failures, metavar="N|FRACTION",
+              help="Stop (resumably, exit code 2) once the clips failed in this run exceed N, or a fraction (0.1 or 10%) "
+                   "of the clips processed in this run, judged from 20 processed clips on. Default: no limit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
                 device: str, frames: bool | None, block_size: int | None, batch_size: int, video_crop: str | None,
                 decode_workers: int, precision: str,
-                shard: tuple[int, int] | None, scheduler: str | None, workers: int | None, no_progress: bool,
-                verbose: bool) -> int:
+                shard: tuple[int, int] | None, scheduler: str | None, workers: int | None,
+                max_failures: int | float | None, no_progress: bool, verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.
 
     \b
@@ -174,17 +194,25 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
     opts = ExtractOptions(
         model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size,
         decode_workers=decode_workers, precision=precision, shard=shard or (0, 1), model_options={"video_crop": video_crop} if video_crop else {},
+        max_failures=max_failures,
     )
     if scheduler or workers:
         if shard:
             raise click.UsageError("--shard picks one part for this process; with --scheduler/--workers every part runs as a task")
         from avsuperb.extract.cluster import run_on_cluster
 
-        for summary in run_on_cluster(opts, scheduler, workers):
+        summaries = run_on_cluster(opts, scheduler, workers)
+        for summary in summaries:
             log.info(summary.line())
-        return 0
+        for summary in summaries:  # --max-failures counts per shard
+            if summary.stopped:
+                click.echo(f"avsuperb-extract: shard {summary.shard[0] + 1}/{summary.shard[1]}: {summary.stopped}", err=True)
+        return 2 if any(s.stopped for s in summaries) else 0
     summary = run_extraction(opts)
     log.info(summary.line())
+    if summary.stopped:
+        click.echo(f"avsuperb-extract: {summary.stopped}", err=True)
+        return 2
     return 130 if summary.interrupted else 0
 
 

@@ -41,6 +41,8 @@ def probe(path: Path) -> MediaInfo:
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"missing file {path}")
+    if path.stat().st_size == 0:
+        raise MediaError("empty file (0 bytes)")
     try:
         with av.open(str(path)) as container:
             audio = container.streams.audio[0] if container.streams.audio else None
@@ -62,7 +64,15 @@ def probe(path: Path) -> MediaInfo:
                 fps=float(video.average_rate) if video is not None and video.average_rate else None,
             )
     except av.FFmpegError as err:
-        raise MediaError(f"cannot open media: {err}") from err
+        raise MediaError(f"cannot open media: {_why(err)}") from err
+
+
+def _why(err: av.FFmpegError) -> str:
+    """FFmpeg's message without its errno and path; for data it cannot parse, what that usually means."""
+    text = err.strerror or str(err)
+    if isinstance(err, av.InvalidDataError):
+        text += " (not an audio/video file, or a damaged or cut-short one)"
+    return text
 
 
 def decode(
@@ -89,7 +99,7 @@ def decode(
     try:
         container = av.open(str(path))
     except av.FFmpegError as err:
-        raise MediaError(f"cannot open media: {err}") from err
+        raise MediaError(f"cannot open media: {_why(err)}") from err
     try:
         with container:
             if fill_missing and end is not None:
@@ -104,7 +114,7 @@ def decode(
                     return media
             return _decode(container, sample_rate, fps, start, end)
     except av.FFmpegError as err:
-        raise MediaError(f"decoding failed: {err}") from err
+        raise MediaError(f"decoding failed: {_why(err)}") from err
 
 
 def _decode(container: av.container.InputContainer, sample_rate: int | None, fps: float | None, start: float, end: float | None) -> Media:
@@ -194,7 +204,9 @@ def _regrid(frames: list[tuple[float, av.VideoFrame]], fps: float, start: float,
     if end is None:
         end = (times[-1] + 1.0 / fps) if len(times) else start
     n = int(round((end - start) * fps))
-    if n <= 0 or len(times) == 0 or times[-1] < start:
+    if n <= 0:
+        raise MediaError(f"clip of {end - start:.3f} s is shorter than one video frame at {fps:g} fps")
+    if len(times) == 0 or times[-1] < start:
         raise MediaError("no video frames in the requested time range")
     grid = start + np.arange(n) / fps
     # nearest earlier frame, with a little tolerance for timestamp rounding

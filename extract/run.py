@@ -23,6 +23,9 @@ from avsuperb.store.writer import StoreWriter, TrackSpec
 log = logging.getLogger(__name__)
 
 
+MIN_CLIPS_FOR_FRACTION = 20  # a max_failures fraction is judged only once this many clips are processed in the run
+
+
 class ExtractError(Exception):
     """A run that cannot start as asked (e.g. a track the model does not offer)."""
 
@@ -44,6 +47,9 @@ class ExtractOptions:
     precision: str = "fp32"  # fp32, or autocast to fp16 / bf16 (recorded in the store's upstream config)
     model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model (e.g. video_crop)
     shard: tuple[int, int] = (0, 1)  # (K, N): extract the K-th (0-based) of N disjoint parts into the same store
+    # stop once this run's failed clips exceed a count (int) or a fraction (float, 0-1) of the clips processed
+    # in this run (judged from MIN_CLIPS_FOR_FRACTION on); None: no limit
+    max_failures: int | float | None = None
 
 
 @dataclass
@@ -56,9 +62,11 @@ class Summary:
     pending: int
     interrupted: bool = False
     shard: tuple[int, int] = (0, 1)
+    stopped: str = ""  # why the run stopped early: too many failures (max_failures); empty otherwise
 
     def line(self) -> str:
-        state = "interrupted" if self.interrupted else ("complete" if self.pending == 0 else "incomplete")
+        state = "interrupted" if self.interrupted else ("stopped" if self.stopped and self.pending else
+                                                        "complete" if self.pending == 0 else "incomplete")
         part = f" (shard {self.shard[0] + 1}/{self.shard[1]})" if self.shard[1] > 1 else ""
         return (
             f"{self.store}{part}: {state}; {self.extracted} clips processed in this run, "
@@ -96,15 +104,18 @@ class StopRequest:
 
 
 def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], items: list[Decoded], out: BackgroundWriter,
-                   precision: str) -> None:
-    """Run the decoded clips through the upstream together and hand each result to the writer.
+                   precision: str) -> list[str]:
+    """Run the decoded clips through the upstream together and hand each result to the writer;
+    returns the reasons of the clips that failed.
 
     A clip that failed to decode is recorded as failed on its own; if the batched forward fails,
     the clips are retried one by one so that only the culprit is marked failed."""
     decoded = []
+    failed: list[str] = []
     for d in items:
         if d.media is None:
             out.fail(d.row, d.clip, d.error)
+            failed.append(d.error)
         else:
             decoded.append(d)
     if len(decoded) > 1:
@@ -116,16 +127,33 @@ def _extract_batch(upstream: upstreams.Upstream, tracks: list[str], items: list[
         else:
             for d, feats in zip(decoded, features):
                 out.put(d.row, d.clip, feats)
-            return
+            return failed
     for d in decoded:
         assert d.media is not None
         try:
             with _autocast(upstream.device, precision):
                 feats = upstream.extract(tracks, d.media.audio, d.media.video)
         except (ValueError, RuntimeError) as err:
-            out.fail(d.row, d.clip, str(err) or type(err).__name__)
+            failed.append(str(err) or type(err).__name__)
+            out.fail(d.row, d.clip, failed[-1])
         else:
             out.put(d.row, d.clip, feats)
+    return failed
+
+
+def _over_limit(limit: int | float, failed: int, processed: int) -> bool:
+    """Whether this run's failures exceed max_failures: a count (int) or a fraction (float) of the processed clips."""
+    if isinstance(limit, float):
+        return processed >= MIN_CLIPS_FOR_FRACTION and failed > limit * processed
+    return failed > limit
+
+
+def _stop_message(limit: int | float, failed: int, processed: int, first: str) -> str:
+    shown = f"{limit * 100:g}%" if isinstance(limit, float) else str(limit)
+    first = " ".join(first.split())
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return (f"stopping: {failed} of {processed} clips failed in this run, over --max-failures {shown} "
+            f"(first reason: {first}); fix the inputs or raise --max-failures, then re-run to resume")
 
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -147,6 +175,9 @@ def run_extraction(opts: ExtractOptions) -> Summary:
     backend_kind(opts.out)  # a bad --out fails before anything is built or written
     if opts.precision not in PRECISIONS:
         raise ExtractError(f"unknown precision {opts.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    limit = opts.max_failures
+    if limit is not None and not (isinstance(limit, int) and limit >= 0 or isinstance(limit, float) and 0.0 <= limit <= 1.0):
+        raise ExtractError(f"max_failures {limit!r}: expected a count >= 0 (int) or a fraction from 0 to 1 (float)")
     upstream = upstreams.build(opts.model, opts.checkpoint, opts.device, opts.model_options)
     offered = upstream.tracks
     tracks = list(dict.fromkeys(opts.tracks)) or list(offered)
@@ -179,7 +210,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         block_size=opts.block_size,
         shard=opts.shard,
     )
-    interrupted = False
+    interrupted, stopped = False, ""
     try:
         todo = writer.pending()
         writer.plan(todo)
@@ -189,22 +220,30 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         size = max(1, opts.batch_size)
         batches = bucketed(todo, index.table().durations, size, size * BUCKET_BATCHES) if size > 1 else [[r] for r in todo]
         out = BackgroundWriter(writer)
+        n_failed, n_processed, first_reason = 0, 0, ""  # this run's, for max_failures
         with StopRequest().installed() as stop:
             try:
                 with tqdm(total=len(todo), desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress) as bar:
                     for items in decoded_batches(batches, index.clips, sample_rate, fps, fill, opts.decode_workers):
                         if stop:
                             break
-                        _extract_batch(upstream, tracks, items, out, opts.precision)
+                        reasons = _extract_batch(upstream, tracks, items, out, opts.precision)
+                        first_reason = first_reason or next(iter(reasons), "")
+                        n_failed, n_processed = n_failed + len(reasons), n_processed + len(items)
                         bar.update(len(items))
+                        if limit is not None and _over_limit(limit, n_failed, n_processed):
+                            stopped = _stop_message(limit, n_failed, n_processed, first_reason)
+                            break
             except KeyboardInterrupt:
                 stop.signal = stop.signal or "SIGINT"
             interrupted = bool(stop)
             if interrupted:
                 log.warning("interrupted (%s): writing the clips that are finished", stop.signal)
+            elif stopped:
+                log.warning("too many failed clips: writing the clips that are finished")
             out.close()
         writer.finalize()
         s = writer.summary()
     finally:
         writer.close()
-    return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted, opts.shard)
+    return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted, opts.shard, stopped)
