@@ -41,8 +41,9 @@ class Backend(ABC):
     kind: str
 
     @abstractmethod
-    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
-        """Create an array whose chunks span `chunk_rows` rows and all other dimensions."""
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int, compress: bool = True) -> None:
+        """Create an array whose chunks span `chunk_rows` rows and all other dimensions; `compress`
+        False stores them raw (for float32 features, which barely compress but cost time to decode)."""
 
     @abstractmethod
     def write(self, name: str, start: int, data: np.ndarray) -> None:
@@ -93,12 +94,13 @@ class ZarrBackend(Backend):
         if self._group.metadata.zarr_format != 3:
             raise StoreError(f"{path} is a Zarr v{self._group.metadata.zarr_format} store; avsuperb writes v3")
 
-    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int, compress: bool = True) -> None:
         chunks = (max(1, min(chunk_rows, shape[0] or 1)), *shape[1:])
         if _is_str(dtype):
             self._group.create_array(name, shape=shape, dtype=str, chunks=chunks)
         else:
-            self._group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0)
+            raw: dict[str, Any] = {} if compress else {"compressors": None}
+            self._group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, **raw)
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         self._group[name][start : start + len(data)] = data
@@ -142,7 +144,8 @@ class H5Backend(Backend):
         except OSError as err:
             raise StoreError(f"{path} is not a readable HDF5 store ({err})") from err
 
-    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> None:
+    def create(self, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int, compress: bool = True) -> None:
+        # HDF5 arrays are stored uncompressed either way
         chunks = (max(1, min(chunk_rows, shape[0] or 1)), *shape[1:]) if shape[0] else None
         if _is_str(dtype):
             self._file.create_dataset(name, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)

@@ -193,9 +193,9 @@ class StoreWriter:
                 b.write(S.TRIALS, 0, np.asarray(table.trials, dtype=np.int64))
             for track, spec in wanted["tracks"].items():
                 L, D = spec["num_layers"], spec["dim"]
-                b.create(S.pooled_path(track), (n, L, D), np.float32, block_size)
-                b.create(S.clip_stat_path(track, "l2"), (n, L), np.float64, block_size)
-                b.create(S.clip_stat_path(track, "sumsq"), (n, L, D), np.float64, block_size)
+                b.create(S.pooled_path(track), (n, L, D), np.float32, block_size, compress=False)
+                b.create(S.clip_stat_path(track, "l2"), (n, L), np.float64, block_size, compress=False)
+                b.create(S.clip_stat_path(track, "sumsq"), (n, L, D), np.float32, block_size, compress=False)
                 b.create(S.lengths_path(track), (n,), np.int64, block_size)
                 if wanted["frames"]:
                     ts = TrackSpec(**spec)
@@ -293,7 +293,7 @@ class StoreWriter:
             L, D = spec.num_layers, spec.dim
             pooled = region(S.pooled_path(track), lo, hi, (L, D), np.float32)
             l2 = region(S.clip_stat_path(track, "l2"), lo, hi, (L,), np.float64)
-            sumsq = region(S.clip_stat_path(track, "sumsq"), lo, hi, (L, D), np.float64)
+            sumsq = region(S.clip_stat_path(track, "sumsq"), lo, hi, (L, D), np.float32)
             lengths = region(S.lengths_path(track), lo, hi, (), np.int64)
             if self.frames:
                 off = self.offsets[track]
@@ -376,7 +376,7 @@ class StoreWriter:
                 count += int(n.sum())
                 l2 += b.read(S.clip_stat_path(track, "l2"), part).sum(axis=0)
                 total += np.einsum("n,nld->ld", n, b.read(S.pooled_path(track), part).astype(np.float64))
-                sumsq += b.read(S.clip_stat_path(track, "sumsq"), part).sum(axis=0)
+                sumsq += b.read(S.clip_stat_path(track, "sumsq"), part).sum(axis=0, dtype=np.float64)
             stats = {
                 "count": np.array([count], dtype=np.int64),
                 "l2_sum": l2,
