@@ -3,11 +3,14 @@ malformed rows and absent files, and placing a labelled segment inside its media
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import Clip, DatasetError
@@ -30,6 +33,31 @@ def find_file(root: Path, names: Sequence[str], dirs: Sequence[str], *, dataset:
     others = [f"{d}/" for d in dirs[1:]]
     also = f" (also looked in {', '.join(others)})" if others else ""
     raise DatasetError(f"{dataset}: {root / dirs[0] / names[0]} not found{also}; expected {hint}")
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, but False rather than OSError for a name the file system cannot hold (too long)."""
+    return os.path.isfile(path)
+
+
+def read_text(path: Path, dataset: str) -> str:
+    """A metadata file's text, newlines as written; a one-line DatasetError when the file cannot be
+    read or is not UTF-8 (a leading byte-order mark is dropped)."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{dataset}: {path} cannot be read as UTF-8 text ({type(err).__name__}: {err})") from err
+
+
+@contextmanager
+def open_csv(path: Path, dataset: str) -> Iterator[io.StringIO]:
+    """A metadata CSV to hand to a csv reader; a csv.Error while reading it (a field past the csv
+    module's size limit: an unclosed quote early in a large file) becomes a one-line DatasetError."""
+    with io.StringIO(read_text(path, dataset), newline="") as f:
+        try:
+            yield f
+        except csv.Error as err:
+            raise DatasetError(f"{dataset}: {path} cannot be read as CSV ({err}); is a quote left open?") from err
 
 
 def existing_dirs(root: Path, names: Iterable[str]) -> list[Path]:
@@ -75,7 +103,7 @@ class RowLog:
         self.count += 1
         if isinstance(where, int) and self.source is not None:
             where = f"{self.source.name} line {where}"
-        message = f"{where}: {reason}"
+        message = f"{where}: {reason}".replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the row held
         self.first = self.first or message
         if self.count <= SHOWN_ROWS:
             log.warning("%s: skipping malformed row %s", self.dataset, message)
@@ -127,6 +155,7 @@ class Resolved:
     infos: dict[str, MediaInfo] = field(default_factory=dict)  # clip id -> probe of its file
     missing: list[str] = field(default_factory=list)  # listed, no file on disk
     unreadable: list[str] = field(default_factory=list)  # file present, headers unreadable
+    empty: list[str] = field(default_factory=list)  # listed segment empty, or past the end of its file
 
 
 def resolve(
@@ -158,6 +187,9 @@ def resolve(
         else:
             out.infos[row.id] = info
             start, duration = (0.0, info.duration) if seg is None else place_segment(info.duration, *seg)
+        if not duration > 0:
+            out.empty.append(row.id)
+            continue
         out.clips.append(Clip(row.id, path, row.split, duration, row.labels, start))
     if out.missing:
         log.warning(
@@ -168,5 +200,10 @@ def resolve(
         log.warning(
             "%s: %d media files could not be read (first: %s)",
             dataset, len(out.unreadable), ", ".join(out.unreadable[:SHOWN]),
+        )
+    if out.empty:
+        log.warning(
+            "%s: %d listed segments are empty or past the end of their media file; left out (first: %s)",
+            dataset, len(out.empty), ", ".join(out.empty[:SHOWN]),
         )
     return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
+from avsuperb.extract.datasets._files import is_file
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import DatasetError
 
@@ -38,8 +39,8 @@ def read_durations(paths: Iterable[Path], dataset: str, root: Path) -> Durations
     """Duration of every path from its headers (cached per dataset root), logging what cannot be used."""
     unique = list(dict.fromkeys(paths))
     out = Durations()
-    present = [p for p in unique if p.is_file()]
-    out.missing = [p for p in unique if not p.is_file()]
+    present = [p for p in unique if is_file(p)]
+    out.missing = [p for p in unique if not is_file(p)]
     for path, info in (ProbeCache(root).info_all(present) if present else {}).items():
         if isinstance(info, str):
             out.unreadable[path] = info

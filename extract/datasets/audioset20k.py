@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, resolve, scan_media
+from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, open_csv, resolve, scan_media
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
@@ -32,7 +33,8 @@ def read_classes(path: Path, dataset: str) -> tuple[tuple[str, ...], dict[str, s
     """Class names in index order, and MID -> class name, from class_labels_indices.csv."""
     rows = RowLog(dataset, path)
     by_index: dict[int, tuple[str, str]] = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    mids: set[str] = set()
+    with open_csv(path, dataset) as f:
         reader = csv.reader(f, skipinitialspace=True)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["index", "mid", "display_name"]:
@@ -45,10 +47,11 @@ def read_classes(path: Path, dataset: str) -> tuple[tuple[str, ...], dict[str, s
             except (ValueError, IndexError):
                 rows.skip(reader.line_num, f"expected index,mid,display_name, got {row!r}")
                 continue
-            if not mid or not name or index in by_index:
+            if not mid or not name or index in by_index or mid in mids:
                 rows.skip(reader.line_num, f"empty or repeated entry {row!r}")
                 continue
             by_index[index] = (mid, name)
+            mids.add(mid)
             rows.ok()
     rows.finish()
     if sorted(by_index) != list(range(len(by_index))):
@@ -82,7 +85,7 @@ def read_segments(path: Path, mid_to_class: dict[str, str], seen: set[str], data
     """Rows `YTID, start_seconds, end_seconds, "MID,MID,..."` (lines starting with # are comments)."""
     rows = RowLog(dataset, path)
     out = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with open_csv(path, dataset) as f:
         reader = csv.reader(f, skipinitialspace=True)
         for row in reader:
             if not row or row[0].lstrip().startswith("#"):
@@ -99,7 +102,7 @@ def read_segments(path: Path, mid_to_class: dict[str, str], seen: set[str], data
                 continue
             mids = [m.strip() for m in row[3].split(",") if m.strip()]
             unknown = [m for m in mids if m not in mid_to_class]
-            if not ytid or not 0 <= start < end or not mids:
+            if not ytid or not 0 <= start < end < math.inf or not mids:
                 rows.skip(line, f"empty id, bad time range or no labels: {row!r}")
             elif unknown:
                 rows.skip(line, f"unknown label MID(s) {', '.join(unknown)} (not in {CLASS_FILE})")

@@ -17,6 +17,7 @@ labelled utterance whose dialog video exists is a clip.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -41,7 +42,9 @@ def parse_line(line: str) -> tuple[float, float, str, str]:
     if not m:
         raise ValueError(f"not '[START - END]<tab>UTTERANCE<tab>LABEL<tab>[V, A, D]': {line.strip()[:60]!r}")
     start, end = float(m.group(1)), float(m.group(2))
-    if end <= start:
+    if not math.isfinite(end):
+        raise ValueError(f"time range [{start} - {end}] has no finite end")
+    if round(end - start, 6) <= 0:  # durations are kept to the microsecond
         raise ValueError(f"empty time range [{start} - {end}]")
     return start, end, m.group(3), m.group(4)
 

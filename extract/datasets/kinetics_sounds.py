@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, resolve, scan_media
+from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, is_file, open_csv, resolve, scan_media
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
@@ -46,7 +46,7 @@ def read_reference_list(path: Path, split: str, seen: set[str], dataset: str) ->
     """Rows `relative_path,class_index` of the reference's {split}_data_path.csv."""
     rows = RowLog(dataset, path)
     out = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with open_csv(path, dataset) as f:
         reader = csv.reader(f)
         for row in reader:
             if not row:
@@ -75,7 +75,7 @@ def read_annotations(path: Path, split: str, seen: set[str], dataset: str) -> tu
     rows = RowLog(dataset, path)
     out = []
     wanted = set(KINETICS_SOUNDS_CLASSES)
-    with path.open(newline="", encoding="utf-8") as f:
+    with open_csv(path, dataset) as f:
         reader = csv.DictReader(f)
         need = {"label", "youtube_id", "time_start", "time_end"}
         if not need <= set(reader.fieldnames or ()):
@@ -88,7 +88,7 @@ def read_annotations(path: Path, split: str, seen: set[str], dataset: str) -> tu
                 continue  # one of the other 368 Kinetics-400 classes
             try:
                 ytid, t0, t1 = row["youtube_id"].strip(), int(float(row["time_start"])), int(float(row["time_end"]))
-            except (ValueError, TypeError, AttributeError):
+            except (ValueError, TypeError, AttributeError, OverflowError):  # overflow: an infinite time
                 rows.skip(line, f"time_start/time_end are not numbers: {row!r}")
                 continue
             clip_id = f"{ytid}_{t0:06d}_{t1:06d}"
@@ -105,7 +105,9 @@ def read_annotations(path: Path, split: str, seen: set[str], dataset: str) -> tu
 
 def segment_of(stem: str) -> tuple[float, float] | None:
     m = SEGMENT.search(stem)
-    return (float(m.group(1)), float(m.group(2))) if m else None
+    if m is None or int(m.group(1)) >= int(m.group(2)):
+        return None  # no segment in the name, or a misnamed file: used whole
+    return float(m.group(1)), float(m.group(2))
 
 
 @register
@@ -159,7 +161,7 @@ to fill with silence / blank frames as the reference does."""
             label = row.labels["action"]
             tries = [self.root / rel] if rel else []
             tries += [folder / sub / f"{row.id}.mp4" for sub in ("", label, label.replace(" ", "_"))]
-            path = next((p for p in tries if p.is_file()), None)
+            path = next((p for p in tries if is_file(p)), None)
             if path is not None:
                 out[row.id] = path
         return out

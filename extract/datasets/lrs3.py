@@ -141,6 +141,9 @@ class LRS3(Dataset):
             raise DatasetError(f"{path} is not a dev list ({type(err).__name__}: {err})") from err
         ids = set()
         for entry in entries:
+            if not Path(entry).name:  # "/", ".": no utterance; reported below with the other unusable entries
+                ids.add(entry)
+                continue
             parts = Path(entry).with_suffix("").parts[-3:]
             if len(parts) == 2:  # talk/utt, relative to trainval/
                 parts = ("trainval", *parts)

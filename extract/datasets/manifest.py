@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._files import RowLog, is_file, read_text
 from avsuperb.extract.datasets._scan import read_durations, report_missing
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 from avsuperb.schemas import LABEL_KINDS, SPLITS
@@ -135,7 +135,7 @@ class Manifest(Dataset):
         unknown = sorted(set(declared) - set(labels))
         if unknown:
             raise DatasetError(
-                f"{self.folder / CLASSES_FILE}: labels {', '.join(unknown)} are not columns of {self.root.name}"
+                f"{self.folder / CLASSES_FILE}: labels {', '.join(map(repr, unknown))} are not columns of {self.root.name}"
             )
 
         durations = read_durations([r.path for r in parsed if r.duration is None], self.name, self.folder)
@@ -151,7 +151,7 @@ class Manifest(Dataset):
                     length = durations.seconds[r.path]
                     rows.skip(r.where, f"start {r.start:g} s is past the end of {r.path.name} ({length:g} s)")
                     continue
-            elif not r.path.is_file():
+            elif not is_file(r.path):
                 absent.append(r.path)
                 continue
             clips.append(Clip(r.id, r.path, r.split, duration, r.labels, start=r.start))
@@ -216,7 +216,10 @@ class Manifest(Dataset):
         raw_path = str(record.get("path") or "").strip()
         if not raw_path:
             raise ValueError("no path")
-        path = Path(raw_path).expanduser()
+        try:
+            path = Path(raw_path).expanduser()
+        except RuntimeError:  # ~user of a user this machine does not know
+            raise ValueError(f"path {raw_path!r} starts with ~ of an unknown user") from None
         path = path if path.is_absolute() else self.folder / path
         start = _seconds(record, "start", 0.0)
         if start < 0:
@@ -279,7 +282,7 @@ class Manifest(Dataset):
         test = {c.id for c in clips if c.split == "test"}
         rows = RowLog(self.name)
         trials, absent = [], 0
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(path, self.name).splitlines(), 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             fields = line.replace(",", " ").split()
@@ -302,7 +305,7 @@ def _seconds(record: dict[str, Any], key: str, default: float | None) -> float |
         return default
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # overflow: an integer too large for a float
         raise ValueError(f"{key} {value!r} is not a number of seconds") from None
     if out != out or out in (float("inf"), float("-inf")):
         raise ValueError(f"{key} {value!r} is not a finite number of seconds")

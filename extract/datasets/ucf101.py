@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, resolve
+from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, is_file, read_text, resolve
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
@@ -22,12 +22,15 @@ def read_classes(path: Path, dataset: str) -> tuple[str, ...]:
     """Class names in index order from classInd.txt (lines `1 ApplyEyeMakeup`, 1-based)."""
     rows = RowLog(dataset, path)
     by_index: dict[int, str] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line_no, line in enumerate(read_text(path, dataset).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) in by_index:
+        if len(parts) != 2 or not parts[0].isdecimal() or int(parts[0]) in by_index:
             rows.skip(line_no, f"expected `<index> <ClassName>`, got {line.strip()!r}")
+            continue
+        if parts[1] in by_index.values():
+            rows.skip(line_no, f"class {parts[1]!r} is listed twice")
             continue
         by_index[int(parts[0])] = parts[1]
         rows.ok()
@@ -44,7 +47,7 @@ def read_list(
     rows = RowLog(dataset, path)
     index = {name: i for i, name in enumerate(classes, 1)}
     out = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for line_no, line in enumerate(read_text(path, dataset).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -94,11 +97,11 @@ $AVSUPERB_CACHE/probe/ (default ~/.cache/avsuperb/probe/); the root may be read-
         test, bad_test = read_list(meta[TEST_LIST], "test", classes, seen, self.name)
         listed = train + test
 
-        has_videos = (d for d in existing_dirs(self.root, VIDEO_DIRS) if any((d / rel).is_file() for _, rel in listed))
+        has_videos = (d for d in existing_dirs(self.root, VIDEO_DIRS) if any(is_file(d / rel) for _, rel in listed))
         videos = next(has_videos, None)
         if videos is None:
             raise DatasetError(f"{self.name}: no listed video found under {self.root / VIDEO_DIRS[0]}; expected {HINT}")
-        media = {row.id: videos / rel for row, rel in listed if (videos / rel).is_file()}
+        media = {row.id: videos / rel for row, rel in listed if is_file(videos / rel)}
 
         found = resolve(self.name, [row for row, _ in listed], media, ProbeCache(self.root), keep_unreadable=False)
         silent = [c.id for c in found.clips if not found.infos[c.id].has_audio]

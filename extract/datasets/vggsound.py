@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, resolve, scan_media
+from avsuperb.extract.datasets._files import RowLog, Row, existing_dirs, find_file, open_csv, resolve, scan_media
 from avsuperb.extract.datasets._probe_cache import ProbeCache
 from avsuperb.extract.datasets.base import Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
@@ -28,7 +28,7 @@ def read_rows(path: Path, dataset: str) -> tuple[list[tuple[str, int, str, str]]
     """(ytid, start, label, split) of every well-formed row of vggsound.csv; and the skipped count."""
     rows = RowLog(dataset, path)
     out, seen = [], set()
-    with path.open(newline="", encoding="utf-8") as f:
+    with open_csv(path, dataset) as f:
         reader = csv.reader(f)
         for row in reader:
             if not row or row[0].lstrip().startswith("#"):

@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
 
-from avsuperb.extract.datasets._files import RowLog
+from avsuperb.extract.datasets._files import RowLog, read_text
 from avsuperb.extract.datasets._scan import pick, read_durations, require, seeded_order
 from avsuperb.extract.datasets.base import Clip, Dataset, DatasetError, DatasetIndex, LabelSpec, register
 
@@ -123,7 +123,7 @@ class VoxCeleb2(Dataset):
             other = DEV_LIST if path.name == TRAIN_LIST else TRAIN_LIST
             raise DatasetError(f"{self.name}: found {other} but not {path}; give both speaker-ID lists or neither")
         ids = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(path, self.name).splitlines(), 1):
             if not line.strip():
                 continue
             fields = [f.strip() for f in line.split(",")]
@@ -166,7 +166,7 @@ class VoxCeleb2(Dataset):
     def _read_trials(self, path: Path, test_ids: set[str]) -> tuple[list[tuple[str, str, int]], int]:
         rows = RowLog(self.name)
         trials, absent = [], 0
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(path, self.name).splitlines(), 1):
             if not line.strip():
                 continue
             fields = line.replace(",", " ").split()
