@@ -7,6 +7,7 @@ writer decides row ranges so that one block of clips owns whole chunks.
 from __future__ import annotations
 
 import json
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +108,11 @@ class ZarrBackend(Backend):
 
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
         arr = self._group[name]
+        if rows is None or isinstance(rows, slice) and rows.step in (None, 1):
+            start, stop, _ = (rows or slice(None)).indices(arr.shape[0]) if arr.ndim else (0, 0, 1)
+            raw = _read_raw(arr, start, stop)
+            if raw is not None:
+                return raw
         if rows is None:
             return np.asarray(arr[...])
         if isinstance(rows, slice):
@@ -128,6 +134,41 @@ class ZarrBackend(Backend):
     def del_attr(self, key: str) -> None:
         if key in self._group.attrs:
             del self._group.attrs[key]
+
+
+def _read_raw(arr: Any, start: int, stop: int) -> np.ndarray | None:
+    """Rows start:stop of an uncompressed little-endian array in a local store, read from its chunk
+    files straight into the result (zarr's own path copies each chunk twice: a third of the speed
+    for whole pooled arrays); None where that does not apply, and zarr reads it instead."""
+    from zarr.codecs import BytesCodec
+    from zarr.storage import LocalStore
+
+    meta = arr.metadata
+    codecs = getattr(meta, "codecs", ())
+    if (not isinstance(arr.store, LocalStore) or sys.byteorder != "little" or arr.ndim == 0 or len(codecs) != 1
+            or not isinstance(codecs[0], BytesCodec) or (codecs[0].endian is not None and codecs[0].endian.value != "little")
+            or tuple(arr.chunks[1:]) != tuple(arr.shape[1:]) or arr.dtype.kind not in "biuf"):
+        return None
+    out = np.empty((max(stop - start, 0), *arr.shape[1:]), arr.dtype)
+    row_bytes = out[:1].nbytes if len(out) else 0
+    flat = out.reshape(-1).view(np.uint8)
+    rows_per_chunk = arr.chunks[0]
+    base = Path(arr.store.root) / arr.store_path.path
+    for chunk in range(start // rows_per_chunk, -(-stop // rows_per_chunk) if stop > start else 0):
+        lo, hi = max(start, chunk * rows_per_chunk), min(stop, (chunk + 1) * rows_per_chunk)
+        dest = flat[(lo - start) * row_bytes : (hi - start) * row_bytes]
+        key = meta.chunk_key_encoding.encode_chunk_key((chunk,) + (0,) * (arr.ndim - 1))
+        try:
+            with open(base / key, "rb", buffering=0) as f:
+                f.seek((lo - chunk * rows_per_chunk) * row_bytes)
+                got = f.readinto(memoryview(dest))
+        except FileNotFoundError:  # a chunk never written holds the fill value
+            got = 0
+        if got != len(dest):
+            if got:
+                return None  # a chunk shorter than its rows: let zarr decide what it is
+            out[lo - start : hi - start] = meta.fill_value
+    return out
 
 
 class H5Backend(Backend):

@@ -253,3 +253,25 @@ def test_a_fixed_length_track_reserves_exactly_that_many_frames_per_clip(tmp_pat
         assert r.attrs["tracks"]["fusion"]["frames_per_clip"] == 18
         for row in range(4):
             np.testing.assert_allclose(r.frames("fusion", row), x[row].astype(np.float16))
+
+
+def test_raw_arrays_read_from_chunk_files_equal_what_zarr_reads(tmp_path):
+    """Uncompressed Zarr arrays are read straight from their chunk files; unwritten chunks hold the fill value."""
+    import zarr
+
+    from avsuperb.store.backend import _read_raw
+
+    b = open_backend(tmp_path / "s.zarr", "w")
+    b.create("raw", (10, 3, 2), np.float32, 4, compress=False)
+    b.create("packed", (10, 3, 2), np.float32, 4)
+    data = np.arange(4 * 6, dtype=np.float32).reshape(4, 3, 2) + 1
+    for name in ("raw", "packed"):
+        b.write(name, 4, data)  # rows 4-7: chunk 1 only; chunks 0 and 2 never written
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert _read_raw(group["raw"], 0, 10) is not None and _read_raw(group["packed"], 0, 10) is None  # the fast path is taken
+    for rows in (None, slice(0, 10), slice(3, 9), slice(5, 6), slice(8, 30), slice(6, 6)):
+        want = group["raw"][...] if rows is None else group["raw"][rows]
+        got = b.read("raw", rows)
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), rows
+        assert np.array_equal(got, b.read("packed", rows)), rows
+    assert np.array_equal(b.read("raw", np.array([0, 5, 9])), group["raw"][...][[0, 5, 9]])
