@@ -6,9 +6,11 @@ dataset and the store's folder (a shared filesystem for a remote cluster)."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm import tqdm
@@ -20,6 +22,18 @@ from avsuperb.store.backend import StoreError, backend_kind, open_backend
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how often the client reads the store's progress
+
+
+def _check_reachable(scheduler: str) -> None:
+    """A tcp:// scheduler that refuses connections is an error at once (the client would retry for
+    its whole timeout); other address forms are left to the client."""
+    url = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    if url.scheme != "tcp" or not url.hostname or url.port is None:
+        return
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=5).close()
+    except OSError as err:
+        raise ExtractError(f"cannot reach the Dask scheduler at {scheduler}: {err.strerror or err}") from None
 
 
 def run_on_cluster(opts: ExtractOptions, scheduler: str | None = None, workers: int | None = None,
@@ -37,6 +51,7 @@ def run_on_cluster(opts: ExtractOptions, scheduler: str | None = None, workers: 
     cluster: Any = None
     try:
         if scheduler:
+            _check_reachable(scheduler)
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as err:
