@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avsuperb.extract.datasets import Clip
 from avsuperb.extract.media import Media, MediaError, decode
-from avsuperb.store.backend import StoreError
-from avsuperb.store.writer import StoreWriter
+from avsuperb.store.writer import StoreWriter, write_error
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +132,7 @@ class BackgroundWriter:
     def _raise(self) -> None:
         err = self._error
         if isinstance(err, OSError):  # disk full, permission denied: the user's to fix, then resume
-            raise StoreError(f"cannot write {self.writer.path}: {err.strerror or err}; the clips written before are kept: "
-                             "fix it and re-run the same command to resume") from err
+            raise write_error(self.writer.path, err) from err
         if err is not None:
             raise err
 

@@ -242,8 +242,8 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             elif stopped:
                 log.warning("too many failed clips: writing the clips that are finished")
             out.close()
-        writer.finalize()
-        s = writer.summary()
+            writer.finalize()  # with the handlers still installed: a signal must not cut a store write short
+            s = writer.summary()
     finally:
         writer.close()
     return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted, opts.shard, stopped)

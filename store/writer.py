@@ -145,8 +145,11 @@ class StoreWriter:
             "labels": {name: col.spec() for name, col in table.labels.items()},
             "num_clips": len(table),
         }
-        if not path.exists():
-            cls._create(path, kind, wanted, table, block_size or auto_block_size(table, tracks, frames))
+        try:
+            if not path.exists():
+                cls._create(path, kind, wanted, table, block_size or auto_block_size(table, tracks, frames))
+        except OSError as err:  # disk full, permission denied
+            raise write_error(path, err) from err
         backend = open_backend(path, "a")
         try:
             attrs = backend.get_attr(S.ROOT_ATTR)
@@ -159,6 +162,9 @@ class StoreWriter:
                 _take_writer_lock(backend, path)
             else:
                 _lock_file(_shard_lock(path, shard), path, f"shard {k}/{n}", wait=False)
+        except OSError as err:
+            backend.close()
+            raise write_error(path, err) from err
         except BaseException:
             backend.close()
             raise
@@ -319,12 +325,14 @@ class StoreWriter:
             b.write(S.lengths_path(track), lo, lengths)
             if self.frames:
                 b.write(S.frames_path(track), f0, frames)
-        reasons = b.read(S.CLIP_REASON, slice(lo, hi)).astype(object)
+        stored = [str(r) for r in b.read(S.CLIP_REASON, slice(lo, hi))]
+        reasons = np.asarray(stored, dtype=object)
         status = self.status[lo:hi].copy()
         for row, (state, payload) in entries.items():
             status[row - lo] = S.STATUS_DONE if state == "done" else S.STATUS_FAILED
             reasons[row - lo] = "" if state == "done" else str(payload)
-        b.write(S.CLIP_REASON, lo, reasons)
+        if list(reasons) != stored:  # only when changed: each rewrite of HDF5 variable-length strings
+            b.write(S.CLIP_REASON, lo, reasons)  # churns its heap, and a run killed meanwhile left the file unreadable
         b.write(S.CLIP_STATUS, lo, status)  # last: the clips count as done from here on
         self.status[lo:hi] = status
         self.written += len(entries)
@@ -336,6 +344,12 @@ class StoreWriter:
 
         A shard first takes the finish lock and re-reads every clip's status (the other shards
         write theirs), and writes the store's attributes only when it completes the store."""
+        try:
+            self._finalize()
+        except OSError as err:
+            raise write_error(self.path, err) from err
+
+    def _finalize(self) -> None:
         self.flush()
         if self.shard[1] > 1:
             if np.any(self.status[self.rows().start : self.rows().stop] == S.STATUS_PENDING):
@@ -391,11 +405,15 @@ class StoreWriter:
                 b.write(p, 0, value)
 
     def close(self) -> None:
+        """Release the writer lock. Failing to (the disk is full) is only logged: it must not hide the
+        error being raised, and the next run takes over a lock whose process is gone."""
         try:
             if self.shard[1] == 1:
                 self.backend.del_attr(S.WRITER_ATTR)
             else:
                 _shard_lock(self.path, self.shard).unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("could not release the writer lock of %s (%s); the next run takes it over", self.path, err.strerror or err)
         finally:
             self.backend.close()
 
@@ -407,6 +425,15 @@ class StoreWriter:
             "failed": int(np.sum(status == S.STATUS_FAILED)),
             "pending": int(np.sum(status == S.STATUS_PENDING)),
         }
+
+
+def write_error(path: Path, err: OSError) -> StoreError:
+    """A write the system refused (disk full, permission denied) as one line saying how to go on."""
+    if err.errno is None and type(err) is OSError:  # not the system's error: h5py reports a damaged file so
+        return StoreError(f"cannot write {path}: {err}; re-run the same command to resume, and if it fails the same way "
+                          "the store is damaged: delete it and extract again")
+    return StoreError(f"cannot write {path}: {err.strerror or err}; the clips written before are kept: "
+                      "fix it and re-run the same command to resume")
 
 
 def _check_same(path: Path, attrs: dict[str, Any], wanted: dict[str, Any]) -> None:
