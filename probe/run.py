@@ -34,6 +34,10 @@ def open_for_task(path: Path, task: Task) -> StoreReader:
     """Open a store and check that it is finished and has the task's labels."""
     reader = StoreReader(path)
     try:
+        writers = reader.writers()
+        if writers:  # even a complete store: a re-run may be rewriting its statistics
+            raise StoreError(f"{path} is being written by avsuperb-extract (process {', '.join(writers)}); "
+                             "probe it once that run has finished")
         if not reader.attrs["complete"]:
             status = reader.status()
             done = int(np.sum(status == S.STATUS_DONE))

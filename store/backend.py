@@ -50,6 +50,9 @@ class Backend(ABC):
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         """Write rows start:start+len(data)."""
 
+    def flush(self) -> None:
+        """Make what was written reach the disk (Zarr writes each chunk file at once)."""
+
     @abstractmethod
     def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray: ...
 
@@ -192,6 +195,9 @@ class H5Backend(Backend):
             self._file.create_dataset(name, shape=shape, dtype=self._h5py.string_dtype(), chunks=chunks)
         else:
             self._file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=0)
+
+    def flush(self) -> None:
+        self._file.flush()
 
     def write(self, name: str, start: int, data: np.ndarray) -> None:
         ds = self._file[name]

@@ -9,6 +9,7 @@ import numpy as np
 
 from avsuperb import schemas as S
 from avsuperb.store.backend import StoreError, open_backend
+from avsuperb.store.locks import live_writers
 from avsuperb.store.table import ClipTable, LabelColumn
 
 
@@ -108,6 +109,10 @@ class StoreReader:
             if self.backend.exists(p):
                 out[name] = self.backend.read(p)
         return out
+
+    def writers(self) -> list[str]:
+        """`pid@host` of the live processes writing this store now (none once extraction has ended)."""
+        return live_writers(self.path, self.backend.get_attr(S.WRITER_ATTR))
 
     def close(self) -> None:
         self.backend.close()

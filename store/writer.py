@@ -27,6 +27,7 @@ import numpy as np
 
 from avsuperb import __version__, schemas as S
 from avsuperb.store.backend import Backend, StoreError, backend_kind, open_backend
+from avsuperb.store.locks import pid_alive
 from avsuperb.store.table import ClipTable
 
 log = logging.getLogger(__name__)
@@ -83,16 +84,6 @@ def frame_offsets(durations: np.ndarray, spec: TrackSpec, block_size: int) -> np
         pos += int(c)
     offsets[-1] = pos
     return offsets
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class StoreWriter:
@@ -175,7 +166,7 @@ class StoreWriter:
         """Lay out every array in a temporary sibling, then move it into place in one rename."""
         for stale in path.parent.glob(f".{path.stem}.partial-*{path.suffix}"):
             pid = stale.name[len(path.stem) + 10 : -len(path.suffix)]
-            if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or not pid_alive(int(pid)):
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
         n = len(table)
@@ -334,6 +325,7 @@ class StoreWriter:
         if list(reasons) != stored:  # only when changed: each rewrite of HDF5 variable-length strings
             b.write(S.CLIP_REASON, lo, reasons)  # churns its heap, and a run killed meanwhile left the file unreadable
         b.write(S.CLIP_STATUS, lo, status)  # last: the clips count as done from here on
+        b.flush()  # HDF5 keeps writes in its cache until the file is closed: a killed run would lose them
         self.status[lo:hi] = status
         self.written += len(entries)
         del self._buffer[block]  # only now: an interrupted write is redone by flush()
@@ -473,7 +465,7 @@ def _lock_file(lock: Path, path: Path, what: str, wait: bool, poll: float = 0.05
         except FileExistsError:
             holder = lock.read_text().strip() if lock.exists() else ""
             pid, _, host = holder.partition("@")
-            if holder and (host != socket.gethostname() or (pid.isdigit() and _pid_alive(int(pid)))):
+            if holder and (host != socket.gethostname() or (pid.isdigit() and pid_alive(int(pid)))):
                 if not wait:
                     raise StoreError(f"{path} ({what}) is being written by process {holder}; wait for it or stop it first") from None
                 time.sleep(poll)
@@ -498,7 +490,7 @@ def _take_writer_lock(backend: Backend, path: Path) -> None:
     me = f"{os.getpid()}@{socket.gethostname()}"
     if holder and holder != me:
         pid, _, host = str(holder).partition("@")
-        if host != socket.gethostname() or _pid_alive(int(pid)):
+        if host != socket.gethostname() or pid_alive(int(pid)):
             raise StoreError(f"{path} is being written by process {holder}; wait for it or stop it first")
         log.info("taking over %s from process %s, which is gone", path, holder)
     backend.set_attr(S.WRITER_ATTR, me)

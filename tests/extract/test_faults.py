@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -182,9 +183,9 @@ run_extraction(ExtractOptions("fbank", "synthetic", out, Path(corpus), block_siz
 
 
 def test_hdf5_store_killed_mid_run_resumes(small_corpus, reference, cli_env, tmp_path):
-    """SIGKILL while the third block is written into an HDF5 store: HDF5 writes nothing to the file
-    before it is closed, so no clip survives as done, but the file must still open and the same
-    run must complete it (rewriting the variable-length clips/reason each block left it unreadable)."""
+    """SIGKILL while the third block is written into an HDF5 store: the file must still open (rewriting
+    the variable-length clips/reason each block left it unreadable), the two blocks before are done
+    (each block is flushed to the file) and equal the reference, and the same run completes it."""
     from avsuperb.extract.run import ExtractOptions, run_extraction
 
     store = tmp_path / "killed.h5"
@@ -195,16 +196,20 @@ def test_hdf5_store_killed_mid_run_resumes(small_corpus, reference, cli_env, tmp
     laid_out = [name for name in reference[0] if "/stats/" not in name]  # stats appear when the store completes
     with StoreReader(store) as got:  # opens, and every array reads
         assert [got.backend.read(name).shape for name in laid_out] == [reference[0][name].shape for name in laid_out]
+        done = np.flatnonzero(got.status() == S.STATUS_DONE)
+        assert done.tolist() == list(range(2 * BLOCK_SIZE)), "the blocks written before the kill are kept"
+        pooled = S.pooled_path("audio")
+        np.testing.assert_array_equal(got.backend.read(pooled)[done], reference[0][pooled][done])
 
     summary = run_extraction(ExtractOptions("fbank", "synthetic", store, small_corpus, block_size=BLOCK_SIZE, progress=False, decode_workers=0))
-    assert (summary.done, summary.pending) == (summary.total, 0), summary.line()
+    assert (summary.done, summary.pending, summary.extracted) == (summary.total, 0, summary.total - 2 * BLOCK_SIZE), summary.line()
     with StoreReader(store) as got:
         assert_same_arrays({name: got.backend.read(name) for name in reference[0]}, reference[0])
 
 
 def test_probe_refuses_a_store_being_written(run_cli, tmp_path):
-    """A writer (this process) holds the store and has written its first block: exit 2, one line
-    saying the extraction has not finished; nothing written."""
+    """A writer (this process) holds the store, after its first block and after completing it (as a
+    re-run would, rewriting the statistics): exit 2, one line naming the writing process; nothing written."""
     sys.path.insert(0, str(Path(__file__).parents[1]))
     from test_cli import EMOTIONS, _probe_refused
     from avsuperb.store.table import ClipTable, LabelColumn
@@ -222,7 +227,14 @@ def test_probe_refuses_a_store_being_written(run_cli, tmp_path):
         for row in (0, 1):  # the first block is written; the writer goes on holding the store
             writer.put(row, {"audio": np.random.default_rng(row).standard_normal((3, 1, 4)).astype(np.float32)})
         assert zarr_attrs(tmp_path / "busy.zarr").get(S.WRITER_ATTR)
+        holder = f"process {os.getpid()}@{socket.gethostname()}"
         message = _probe_refused(run_cli, tmp_path, "busy.zarr", "--task", "er", names=("busy.zarr",))
-        assert "has not finished (2/8 clips done)" in message, message
+        assert "is being written by avsuperb-extract" in message and holder in message, message
+        for row in range(2, n):
+            writer.put(row, {"audio": np.random.default_rng(row).standard_normal((3, 1, 4)).astype(np.float32)})
+        writer.finalize()
+        assert zarr_attrs(tmp_path / "busy.zarr")[S.ROOT_ATTR]["complete"] and zarr_attrs(tmp_path / "busy.zarr").get(S.WRITER_ATTR)
+        message = _probe_refused(run_cli, tmp_path, "busy.zarr", "--task", "er", names=("busy.zarr",))
+        assert "is being written by avsuperb-extract" in message and holder in message, message
     finally:
         writer.close()
