@@ -80,6 +80,8 @@ def run_probe(
     reader = reader or open_for_task(path, task)
     try:
         resolve_tracks(reader, track)
+        if out_dir is not None:
+            check_out_dir(Path(out_dir), reader, task.name, track)
         cfg = cfg or load_config(task.name, reader.dataset)
         labels = [task.label] + ([cfg.folds_by] if cfg.folds_by else [])
         missing = [name for name in labels if name not in reader.label_names]
@@ -173,6 +175,23 @@ def _run_folds(reader, track, table, label, usable, cfg, task, device, progress)
     splits = {"train": int(np.mean([f["splits"]["train"] for f in folds])), "dev": int(np.mean([f["splits"]["dev"] for f in folds])),
               "test": int(sum(f["splits"]["test"] for f in folds)), "dev_carved_from_train": True}
     return merged, splits, folds
+
+
+def check_out_dir(out_dir: Path, reader: StoreReader, task: str, track: str) -> None:
+    """A result already in `out_dir` is replaced only by a re-run of the same probe: a result of
+    another upstream, dataset, task or track there (or a file that is no result) is refused, not lost."""
+    path = out_dir / "result.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+        was = (old["upstream"]["name"], old["upstream"].get("checkpoint_sha256"), old["dataset"], old["task"], old["track"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StoreError(f"{path} exists and is not an avsuperb result; choose another --out") from None
+    now = (reader.upstream["name"], reader.upstream.get("checkpoint_sha256"), reader.dataset, task, track)
+    if was != now:
+        raise StoreError(f"{path} holds the {was[3]} result of upstream {was[0]!r} on {was[2]!r} ({was[4]} track), "
+                         f"not of this store ({now[0]!r} on {now[2]!r}, {now[3]}, {now[4]} track); choose another --out")
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> Path:

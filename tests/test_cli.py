@@ -9,6 +9,7 @@ a default results/ directory and every byte of a store that was already there.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -260,3 +261,17 @@ def test_probe_bad_set(run_cli, store_copy, tmp_path, assignment, names, choices
     assert_refused(r, PROBE, names, choices)
     assert not (tmp_path / "RESULT").exists()
     assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("existing", ["another-upstream", "not-a-result"])
+def test_probe_keeps_a_result_that_is_not_its_own(existing, run_cli, store_copy, tmp_path):
+    """--out holding another upstream's result (or a file that is no result): refused, the file kept."""
+    out = tmp_path / "RESULT"
+    out.mkdir()
+    other = {"upstream": {"name": "hubert", "checkpoint_sha256": "ab" * 32}, "dataset": "synthetic", "task": "er", "track": "audio"}
+    (out / "result.json").write_text(json.dumps(other) if existing == "another-upstream" else "my notes")
+    before = tree_digest(tmp_path)
+    r = run_cli(PROBE, "--cache", store_copy.name, "--task", "er", "--track", "audio", "--out", "RESULT", "--set", "steps=5",
+                "--no-progress", cwd=tmp_path)
+    assert_refused(r, PROBE, ("result.json", "hubert" if existing == "another-upstream" else "not an avsuperb result"), ())
+    assert tree_digest(tmp_path) == before, "a refused probe wrote or changed files"
