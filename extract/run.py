@@ -242,6 +242,8 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             elif stopped:
                 log.warning("too many failed clips: writing the clips that are finished")
             out.close()
+            for note in upstream.notes():
+                log.warning("%s", note)
             writer.finalize()  # with the handlers still installed: a signal must not cut a store write short
             s = writer.summary()
     finally:

@@ -328,6 +328,12 @@ class AVHubert(BatchedUpstream):
         """Clips so far whose video had no face in any frame and got the centre crop (mouth crop only)."""
         return self.mouth.fallbacks if self.mouth is not None else 0
 
+    def notes(self) -> list[str]:
+        if self.mouth is None or not self.mouth.fallbacks:
+            return []
+        return [f"--video-crop mouth: {self.mouth.fallbacks} of {self.mouth.clips} clips showed no face in any searched "
+                "frame and got the centre crop instead"]
+
     def config(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"mouth_crop": self.mouth.describe()} if self.mouth is not None else {}
         return {

@@ -59,6 +59,10 @@ class Upstream(ABC):
         """What, besides the name and checkpoint, fixes this upstream's output (stored in the store)."""
         return {}
 
+    def notes(self) -> list[str]:
+        """What a run should be told at its end about how this upstream handled its clips."""
+        return []
+
     def needs(self, tracks: list[str]) -> tuple[int | None, float | None]:
         """(sample_rate, fps) to decode for these tracks; None where a stream is not needed
         (by default: audio for the audio track, video for the video track, both for fusion)."""

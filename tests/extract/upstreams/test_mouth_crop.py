@@ -145,7 +145,9 @@ def test_av_hubert_with_the_mouth_crop_extracts_every_track(tiny_ckpt: Path) -> 
     ref = centre.extract(["audio", "video"], audio, video)
     np.testing.assert_array_equal(out["audio"], ref["audio"])  # the crop only changes the video input
     assert np.abs(out["video"] - ref["video"]).max() > 1e-3
-    assert model.mouth_fallbacks == 0
+    assert model.mouth_fallbacks == 0 and model.notes() == []
+    model.extract(["video"], audio, np.full_like(video, 90))  # no face anywhere: centre crop, and the run is told
+    assert model.mouth_fallbacks == 1 and "1 of 2 clips showed no face" in " ".join(model.notes())
 
     conf = model.config()
     assert conf["crop"] == "mouth"
