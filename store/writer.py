@@ -27,7 +27,7 @@ import numpy as np
 
 from avsuperb import __version__, schemas as S
 from avsuperb.store.backend import Backend, StoreError, backend_kind, open_backend
-from avsuperb.store.locks import pid_alive
+from avsuperb.store.locks import holder_alive, live_writers, pid_alive
 from avsuperb.store.table import ClipTable
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,18 @@ class StoreWriter:
             _check_same(path, attrs, wanted)
             if list(backend.read(S.CLIP_ID)) != list(table.ids):
                 raise StoreError(f"{path} holds another clip list than dataset {dataset['name']!r} gives now")
+            me = f"{os.getpid()}@{socket.gethostname()}"
             if n == 1:
+                shards = [h for h in live_writers(path, None) if h != me]
+                if shards:
+                    raise StoreError(f"{path} is being written by shard process {', '.join(shards)}; wait for it or stop it first")
                 _take_writer_lock(backend, path)
+                if kind == "zarr":
+                    _remove_partial_files(path)
             else:
+                holder = backend.get_attr(S.WRITER_ATTR)
+                if holder and holder != me and holder_alive(str(holder)):
+                    raise StoreError(f"{path} is being written by process {holder}; wait for it or stop it first")
                 _lock_file(_shard_lock(path, shard), path, f"shard {k}/{n}", wait=False)
         except OSError as err:
             backend.close()
@@ -483,6 +492,16 @@ def _lock_file(lock: Path, path: Path, what: str, wait: bool, poll: float = 0.05
         with os.fdopen(fd, "w") as f:
             f.write(me)
         return lock
+
+
+def _remove_partial_files(path: Path) -> None:
+    """zarr writes each file as NAME.<uuid>.partial and renames it: a run killed in between leaves
+    that file for good. Only the store's one writer may remove them (a shard's may be in flight)."""
+    stale = [Path(top) / f for top, _, files in os.walk(path) for f in files if f.endswith(".partial")]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary files a killed run left in %s", len(stale), path)
 
 
 def _take_writer_lock(backend: Backend, path: Path) -> None:

@@ -275,3 +275,39 @@ def test_raw_arrays_read_from_chunk_files_equal_what_zarr_reads(tmp_path):
         assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want), rows
         assert np.array_equal(got, b.read("packed", rows)), rows
     assert np.array_equal(b.read("raw", np.array([0, 5, 9])), group["raw"][...][[0, 5, 9]])
+
+
+def test_a_single_writer_removes_what_killed_writes_left_and_never_meets_a_live_shard(tmp_path):
+    """zarr's NAME.<uuid>.partial files of a killed run go when the store's one writer takes it over;
+    a single writer and a shard writer never hold the same store at once (the other one alive)."""
+    import socket
+    import subprocess
+    import sys
+
+    table = make_table()
+    path = tmp_path / "s.zarr"
+    w = open_writer(path, table)
+    w.close()
+    leftover = path / "audio" / "pooled" / "c" / "0" / "0.4f2a.partial"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"\0" * 64)
+    open_writer(path, table).close()
+    assert not leftover.exists()
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = f"{other.pid}@{socket.gethostname()}"
+        shard_lock = tmp_path / ".s.zarr.shard-1-of-2.lock"
+        shard_lock.write_text(holder)
+        with pytest.raises(StoreError, match=f"being written by shard process {holder}"):
+            open_writer(path, table)
+        shard_lock.unlink()
+        b = open_backend(path, "a")
+        b.set_attr(S.WRITER_ATTR, holder)
+        b.close()
+        with pytest.raises(StoreError, match=f"being written by process {holder}"):
+            open_writer(path, table, shard=(0, 2))
+    finally:
+        other.kill()
+        other.wait()
+    open_writer(path, table, shard=(0, 2)).close()  # its holder is gone: taken over
