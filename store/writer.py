@@ -508,8 +508,7 @@ def _take_writer_lock(backend: Backend, path: Path) -> None:
     holder = backend.get_attr(S.WRITER_ATTR)
     me = f"{os.getpid()}@{socket.gethostname()}"
     if holder and holder != me:
-        pid, _, host = str(holder).partition("@")
-        if host != socket.gethostname() or pid_alive(int(pid)):
+        if holder_alive(str(holder)):
             raise StoreError(f"{path} is being written by process {holder}; wait for it or stop it first")
         log.info("taking over %s from process %s, which is gone", path, holder)
     backend.set_attr(S.WRITER_ATTR, me)
