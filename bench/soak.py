@@ -174,6 +174,17 @@ def check_done_clips(soak: Soak, store: Path) -> tuple[int, int, str]:
         reader.close()
 
 
+def inspect_store(soak: Soak, tally: Tally, store: Path, after: str, where: str, run: Any = None) -> tuple[int, int]:
+    """(clips done, clips lost) after a fault; an unreadable store and, given the killed `run`,
+    decode workers that outlived it are tallied."""
+    done, lost, problem = check_done_clips(soak, store)
+    if problem:
+        tally.add(f"store UNREADABLE after {after}", note=f"{where}: {problem}")
+    if run is not None and run.orphans:
+        tally.add("orphaned workers", note=f"{where}: {run.orphans} decode workers outlived the kill")
+    return done, lost
+
+
 def _check_done(soak: Soak, reader: Any) -> tuple[int, int, str]:
     from avsuperb import schemas as S
 
@@ -493,11 +504,7 @@ def fault_sigkill(soak: Soak, trials: int, suffix: str = ".zarr", name: str = "s
         if run.hung:
             tally.add("HUNG")
             continue
-        done, lost, problem = check_done_clips(soak, store)
-        if problem:
-            tally.add("store UNREADABLE after the kill", note=f"trial {t} ({how}): {problem}")
-        if run.orphans:
-            tally.add("orphaned workers", note=f"trial {t}: {run.orphans} decode workers outlived the kill")
+        done, lost = inspect_store(soak, tally, store, "the kill", f"trial {t} ({how})", run)
         tally.add("killed" if how else "finished before the kill", lost)
         tally.done_at.append(done)
         log.info("%s %d: %s, %d/%d done, %d lost", name, t, how or "finished first", done, soak.n, lost)
@@ -520,11 +527,7 @@ def fault_sigkill_write(soak: Soak, trials: int) -> Tally:
         if run.hung:
             tally.add("HUNG")
             continue
-        done, lost, problem = check_done_clips(soak, store)
-        if problem:
-            tally.add("store UNREADABLE after the kill", note=f"trial {t} {patch}: {problem}")
-        if run.orphans:
-            tally.add("orphaned workers", note=f"trial {t}: {run.orphans} decode workers outlived the kill")
+        done, lost = inspect_store(soak, tally, store, "the kill", f"trial {t} {patch}", run)
         tally.add(f"killed at {level}" if run.rc == -signal.SIGKILL else f"rc={run.rc}", lost)
         tally.done_at.append(done)
         log.info("sigkill-write %d: %s rc=%s, %d/%d done, %d lost", t, patch, run.rc, done, soak.n, lost)
@@ -548,9 +551,7 @@ def fault_signal(soak: Soak, trials: int, sig: signal.Signals) -> Tally:
         summary = summary_of(run.err)
         status = read_status(store)
         in_store = 0 if status is None else int(np.sum(status == 1))
-        done, lost, problem = check_done_clips(soak, store)
-        if problem:
-            tally.add("store UNREADABLE after the signal", note=f"trial {t} ({how}): {problem}")
+        done, lost = inspect_store(soak, tally, store, "the signal", f"trial {t} ({how})")
         if "Traceback" in run.err:
             outcome = f"TRACEBACK rc={run.rc}"
             tally.notes.append(f"trial {t} ({how}): {run.err.strip()[-600:]}")
@@ -583,9 +584,7 @@ def fault_signal(soak: Soak, trials: int, sig: signal.Signals) -> Tally:
             pending = soak.n - in_store
             k = soak.rng.randint(1, max(1, soak.puts * pending // soak.n))
             run2, _ = fork_run(soak, soak.args(store, workers), ("kill-put", k, soak.rng.choice(["before", "rename"])), tag="killr")
-            _, lost2, problem2 = check_done_clips(soak, store)
-            if problem2:
-                tally.add("store UNREADABLE after the second kill", note=f"trial {t}: {problem2}")
+            _, lost2 = inspect_store(soak, tally, store, "the second kill", f"trial {t}")
             tally.add("resume killed in a write" if run2.rc == -signal.SIGKILL else "resume finished before its kill point", lost2)
         resume_and_compare(soak, tally, store, workers, "then")
     return tally
@@ -637,9 +636,7 @@ def fault_oserror(soak: Soak, trials: int, code: int) -> Tally:
         else:
             outcome = f"UNCLEAR rc={run.rc}" + (" with traceback" if "Traceback" in run.err else "")
             tally.notes.append(f"trial {t} {patch} ({where}): rc={run.rc}: {run.err.strip()[-700:]}")
-        done, lost, problem = check_done_clips(soak, store)
-        if problem:
-            tally.add("store UNREADABLE after the failure", note=f"trial {t} {patch}: {problem}")
+        done, lost = inspect_store(soak, tally, store, "the failure", f"trial {t} {patch}")
         tally.add(f"{outcome} ({where.split(',')[0].split(' from')[0]})", lost)
         tally.done_at.append(done)
         log.info("%s %d: %s -> rc %s, %d/%d done, %d lost", name, t, patch, run.rc, done, soak.n, lost)
