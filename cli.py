@@ -160,8 +160,9 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
               help="av_hubert only: its 88x88 video input from the frame centre (the reference) or around the mouth found "
                    "by a face-landmark model (needs the optional extra: pip install --no-deps facenet-pytorch==2.6.0). "
                    "Default: the model's own (center).")
-@click.option("--decode-workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Processes decoding clips ahead of the model (0: decode in turn, in this process).")
+@click.option("--decode-workers", type=click.IntRange(min=0),
+              help="Processes decoding clips ahead of the model; 0: one thread of this process does. "
+                   "Default: 0 when only audio is decoded (a thread hides it entirely), 2 when video is.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Model arithmetic: fp32, or autocast to fp16 (CUDA) / bf16; recorded in the store.")
 @click.option("--shard", callback=_parse_shard, metavar="K/N",
@@ -179,7 +180,7 @@ def _list_models(ctx: click.Context, _param: click.Parameter, value: bool) -> No
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: tuple[str, ...], checkpoint: Path | None,
                 device: str, frames: bool | None, block_size: int | None, batch_size: int, video_crop: str | None,
-                decode_workers: int, precision: str,
+                decode_workers: int | None, precision: str,
                 shard: tuple[int, int] | None, scheduler: str | None, workers: int | None,
                 max_failures: int | float | None, no_progress: bool, verbose: bool) -> int:
     """Run an upstream once over every clip of a dataset and store every layer of every track.

@@ -496,7 +496,7 @@ def fault_sigkill(soak: Soak, trials: int, suffix: str = ".zarr", name: str = "s
     tally = Tally(name)
     for t in range(trials):
         tally.trials += 1
-        workers = None if t % 2 == 0 else 0
+        workers = 2 if t % 2 == 0 else 0
         store = soak.store(f"{name}-{t}", suffix)
         proc = start_cli(soak, store, workers)
         how = random_moment_kill(soak, proc, store, signal.SIGKILL, delay_only=suffix != ".zarr")  # HDF5: status not visible before a flush
@@ -516,7 +516,7 @@ def fault_sigkill_write(soak: Soak, trials: int) -> Tally:
     tally = Tally("sigkill-write")
     for t in range(trials):
         tally.trials += 1
-        workers = None if t % 2 == 0 else 0
+        workers = 2 if t % 2 == 0 else 0
         store = soak.store(f"kill-write-{t}")
         level = ["write", "put-before", "put-rename"][t % 3]
         if level == "write":
@@ -540,7 +540,7 @@ def fault_signal(soak: Soak, trials: int, sig: signal.Signals) -> Tally:
     tally = Tally(name)
     for t in range(trials):
         tally.trials += 1
-        workers = None if t % 2 == 0 else 0
+        workers = 2 if t % 2 == 0 else 0
         store = soak.store(f"{name}-{t}")
         proc = start_cli(soak, store, workers)
         how = random_moment_kill(soak, proc, store, sig)
@@ -614,7 +614,7 @@ def fault_oserror(soak: Soak, trials: int, code: int) -> Tally:
     tally = Tally(name)
     for t in range(trials):
         tally.trials += 1
-        workers = None if t % 2 == 0 else 0
+        workers = 2 if t % 2 == 0 else 0
         store = soak.store(f"{name}-{t}")
         if t % 2 == 0:
             patch: tuple[Any, ...] = ("oserror-write", soak.rng.randint(1, soak.writes), code)
@@ -659,7 +659,7 @@ def fault_shards(soak: Soak, trials: int) -> Tally:
         load = FORK.Process(target=_spin, args=(TIMEOUT,)) if t % 2 == 1 else None
         if load:
             load.start()
-        workers = None if t % 4 < 2 else 0
+        workers = 2 if t % 4 < 2 else 0
         procs = []
         for k in (1, 2):
             err_path = soak.work / f"shard-{t}-{k}.log"
@@ -704,7 +704,7 @@ def fault_probe(soak: Soak, trials: int) -> Tally:
     attempt = 0
     while probes < trials and attempt < 3 * trials:
         store = soak.store(f"probe-{attempt}")
-        workers = None if attempt % 2 == 0 else 0
+        workers = 2 if attempt % 2 == 0 else 0
         attempt += 1
         # the writer sleeps SLOW_WRITE s before each store write, so that the store is being written for a while
         started = start_fork(soak, soak.args(store, workers), ("slow-write", SLOW_WRITE), "probed")

@@ -1,5 +1,5 @@
-"""The stages around the model in an extraction run: length-bucketed batches, decoding in worker
-processes while the model runs, and the store written from a background thread."""
+"""The stages around the model in an extraction run: length-bucketed batches, decoding ahead of the
+model (in a thread or in worker processes), and the store written from a background thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 BUCKET_BATCHES = 8  # batches per window of pending clips that is sorted by duration
 WRITE_QUEUE = 16  # finished clips waiting for the writer thread at most
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+T = TypeVar("T")
 
 
 def bucketed(rows: Sequence[int], durations: np.ndarray, batch_size: int, window: int) -> list[list[int]]:
@@ -85,20 +87,66 @@ def _die_with_parent(_worker_id: int) -> None:
 
 def decoded_batches(batches: list[list[int]], clips: Sequence[Clip], sample_rate: int | None, fps: float | None,
                     fill: bool, workers: int) -> Iterator[list[Decoded]]:
-    """The batches decoded in order; with `workers` > 0, by that many processes running ahead
-    of the model (two batches each)."""
+    """The batches decoded in order, ahead of the model: with `workers` > 0 by that many processes
+    (two batches each), with 0 by one thread of this process (AHEAD batches).
+
+    A thread costs nothing to hand over and overlaps fully with the model on audio (PyAV and torch
+    release the GIL), but decoding video holds the GIL much of the time, so processes suit video."""
     source = _Batches(batches, clips, sample_rate, fps, fill)
     if workers > 0 and multiprocessing.current_process().daemon:  # e.g. a Dask worker: no child processes allowed
-        log.info("decoding in this process: a daemonic process (%s) cannot start decode workers",
+        log.info("decoding in a thread: a daemonic process (%s) cannot start decode workers",
                  multiprocessing.current_process().name)
         workers = 0
     if workers <= 0:
-        yield from (source[i] for i in range(len(source)))
+        yield from ahead(source[i] for i in range(len(source)))
         return
     loader = DataLoader(source, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_is,
                         worker_init_fn=_die_with_parent, prefetch_factor=2, persistent_workers=False, multiprocessing_context="fork"
                         if "fork" in torch.multiprocessing.get_all_start_methods() else None)
     yield from loader
+
+
+AHEAD = 2  # items a decode thread keeps ready
+
+
+def ahead(items: Iterator[T], depth: int = AHEAD) -> Iterator[T]:
+    """`items`, produced by a background thread that runs up to `depth` items ahead of the consumer.
+    An exception of the producer is raised in the consumer at that item; a consumer that stops
+    early (break, an error, KeyboardInterrupt) stops the producer at its next item."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[str, Any]) -> bool:
+        """Queue `entry` once there is room; False if the consumer has stopped meanwhile."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(("item", item)):
+                    return
+            offer(("end", None))
+        except BaseException as err:  # handed to the consumer
+            offer(("error", err))
+
+    thread = threading.Thread(target=produce, name="decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 _STOP = object()

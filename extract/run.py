@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 
 
 MIN_CLIPS_FOR_FRACTION = 20  # a max_failures fraction is judged only once this many clips are processed in the run
+VIDEO_DECODE_WORKERS = 2  # decode processes by default when video is decoded
+
+
+def auto_decode_workers(fps: float | None) -> int:
+    """Decoding ahead of the model, by default: audio alone on a thread (measured: it hides decoding
+    entirely, where handing clips over from processes costs as much as decoding them), video in
+    VIDEO_DECODE_WORKERS processes (decoding video holds the GIL much of the time)."""
+    return VIDEO_DECODE_WORKERS if fps else 0
 
 
 class ExtractError(Exception):
@@ -43,7 +51,7 @@ class ExtractOptions:
     block_size: int | None = None
     progress: bool = True
     batch_size: int = 1  # clips per upstream forward (models that batch pad and mask)
-    decode_workers: int = 0  # processes decoding ahead of the model (0: decode in this process, in turn)
+    decode_workers: int | None = None  # processes decoding ahead of the model (0: one thread of this one; None: auto_decode_workers)
     precision: str = "fp32"  # fp32, or autocast to fp16 / bf16 (recorded in the store's upstream config)
     model_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model (e.g. video_crop)
     shard: tuple[int, int] = (0, 1)  # (K, N): extract the K-th (0-based) of N disjoint parts into the same store
@@ -219,12 +227,13 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             log.info("resuming: %d of %d clips already done", mine - len(todo), mine)
         size = max(1, opts.batch_size)
         batches = bucketed(todo, index.table().durations, size, size * BUCKET_BATCHES) if size > 1 else [[r] for r in todo]
+        workers = auto_decode_workers(fps) if opts.decode_workers is None else opts.decode_workers
         out = BackgroundWriter(writer)
         n_failed, n_processed, first_reason = 0, 0, ""  # this run's, for max_failures
         with StopRequest().installed() as stop:
             try:
                 with tqdm(total=len(todo), desc=f"extract {upstream.name}", unit="clip", disable=not opts.progress) as bar:
-                    for items in decoded_batches(batches, index.clips, sample_rate, fps, fill, opts.decode_workers):
+                    for items in decoded_batches(batches, index.clips, sample_rate, fps, fill, workers):
                         if stop:
                             break
                         reasons = _extract_batch(upstream, tracks, items, out, opts.precision)

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 BLOCK_BUDGET_BYTES = 256 << 20  # memory one block of buffered features may take
 MAX_BLOCK = 256
+MIN_BLOCKS = 8  # a small store is still cut into this many blocks (of MIN_BLOCK clips at least), so that
+MIN_BLOCK = 16  # the last block, written after the last forward pass, is a small part of the run
 FRAME_CHUNK_BYTES = 4 << 20
 FRAME_SLACK = 2  # frames reserved beyond ceil(duration * frame_rate)
 
@@ -59,12 +61,15 @@ def frame_capacity(durations: np.ndarray, spec: TrackSpec) -> np.ndarray:
 
 
 def auto_block_size(table: ClipTable, tracks: dict[str, TrackSpec], frames: bool) -> int:
+    """Clips per block: as many as BLOCK_BUDGET_BYTES of buffered features hold (MAX_BLOCK at most),
+    but no more than a MIN_BLOCKS-th of the store (MIN_BLOCK at least)."""
     per_clip = 0.0
     for spec in tracks.values():
         per_clip += 2 * spec.num_layers * spec.dim * 4  # pooled + sumsq
         if frames:
             per_clip += float(frame_capacity(table.durations, spec).mean()) * spec.num_layers * spec.dim * 2
-    return int(max(1, min(MAX_BLOCK, BLOCK_BUDGET_BYTES // max(per_clip, 1.0))))
+    small = max(MIN_BLOCK, math.ceil(len(table) / MIN_BLOCKS))
+    return int(max(1, min(MAX_BLOCK, small, BLOCK_BUDGET_BYTES // max(per_clip, 1.0))))
 
 
 def frame_chunk_rows(spec: TrackSpec) -> int:
@@ -84,6 +89,25 @@ def frame_offsets(durations: np.ndarray, spec: TrackSpec, block_size: int) -> np
         pos += int(c)
     offsets[-1] = pos
     return offsets
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """What the store keeps of one clip's features [T, L, D] on one track, derived when it is handed in
+    (by the caller's thread, so that a block's write is only copies and I/O)."""
+
+    pooled: np.ndarray  # [L, D] time mean
+    l2: np.ndarray  # [L] sum over frames of the frame's L2 norm
+    sumsq: np.ndarray  # [L, D] sum over frames of the squares
+    length: int
+    frames: np.ndarray | None  # [T, L, D] float16, when the store keeps frames
+
+    @classmethod
+    def of(cls, x: np.ndarray, frames: bool) -> _Clip:
+        x32 = np.asarray(x, dtype=np.float32)
+        x64 = x32.astype(np.float64)
+        return cls(x64.mean(axis=0), np.linalg.norm(x64, axis=2).sum(axis=0), np.square(x64).sum(axis=0), len(x32),
+                   x32.astype(np.float16) if frames else None)
 
 
 class StoreWriter:
@@ -264,7 +288,7 @@ class StoreWriter:
                 cap = int(self.offsets[track][row + 1] - self.offsets[track][row])
                 if x.shape[0] > cap:
                     raise ValueError(f"track {track}: {x.shape[0]} frames exceed the {cap} reserved for a {self.table.durations[row]:.2f} s clip")
-        self._add(row, ("done", features))
+        self._add(row, ("done", {track: _Clip.of(features[track], self.frames) for track in self.tracks}))
 
     def fail(self, row: int, reason: str) -> None:
         self._add(row, ("failed", reason))
@@ -310,15 +334,11 @@ class StoreWriter:
                 if state != "done":
                     pooled[i], l2[i], sumsq[i], lengths[i] = 0, 0, 0, 0
                     continue
-                x = np.asarray(payload[track], dtype=np.float32)
-                x64 = x.astype(np.float64)
-                pooled[i] = x64.mean(axis=0)
-                l2[i] = np.linalg.norm(x64, axis=2).sum(axis=0)
-                sumsq[i] = np.square(x64).sum(axis=0)
-                lengths[i] = len(x)
+                c: _Clip = payload[track]
+                pooled[i], l2[i], sumsq[i], lengths[i] = c.pooled, c.l2, c.sumsq, c.length
                 if self.frames:
                     s = int(off[row]) - f0
-                    frames[s : s + len(x)] = x.astype(np.float16)
+                    frames[s : s + c.length] = c.frames
             b.write(S.pooled_path(track), lo, pooled)
             b.write(S.clip_stat_path(track, "l2"), lo, l2)
             b.write(S.clip_stat_path(track, "sumsq"), lo, sumsq)

@@ -1,14 +1,17 @@
-"""The stages around the model: length buckets, decoding in worker processes, the background
-store writer, and mixed precision."""
+"""The stages around the model: length buckets, decoding ahead (a thread or worker processes), the
+background store writer, and mixed precision."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from avsuperb import schemas as S
-from avsuperb.extract.pipeline import BackgroundWriter, bucketed
-from avsuperb.extract.run import ExtractError, ExtractOptions, run_extraction
+from avsuperb.extract.pipeline import BackgroundWriter, ahead, bucketed
+from avsuperb.extract.run import ExtractError, ExtractOptions, auto_decode_workers, run_extraction
 from avsuperb.store import StoreError, open_backend
 
 
@@ -24,7 +27,47 @@ def arrays(path):
     return {name: b.read(name) for name in (S.CLIP_STATUS, S.pooled_path("audio"), S.lengths_path("audio"))}
 
 
+def test_ahead_yields_in_order_and_raises_the_producers_error_at_its_item():
+    assert list(ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        yield 2
+        raise KeyError("clip 3")
+
+    got = []
+    with pytest.raises(KeyError, match="clip 3"):
+        for item in ahead(broken()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_ahead_stops_its_thread_when_the_consumer_stops_early():
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    for item in (items := ahead(endless(), depth=2)):
+        if item == 3:
+            break
+    items.close()  # what leaving the loop of a generator-owning frame does
+    deadline = time.monotonic() + 5
+    while any(t.name == "decode-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "decode-ahead" for t in threading.enumerate())
+    assert len(produced) <= 3 + 1 + 2 + 1  # consumed, then at most a full queue and one in hand
+
+
+def test_audio_is_decoded_on_a_thread_and_video_in_processes_by_default():
+    assert auto_decode_workers(None) == 0
+    assert auto_decode_workers(25.0) >= 1
+
+
 def test_decode_workers_and_length_buckets_write_what_one_process_does(small_corpus, fbank_zarr, tmp_path):
+    """fbank_zarr was decoded on a thread (the default for audio), one clip per forward."""
     out = tmp_path / "workers.zarr"
     summary = run_extraction(ExtractOptions("fbank", "synthetic", out, small_corpus, block_size=4, progress=False,
                                             batch_size=5, decode_workers=2))

@@ -277,6 +277,35 @@ def test_raw_arrays_read_from_chunk_files_equal_what_zarr_reads(tmp_path):
     assert np.array_equal(b.read("raw", np.array([0, 5, 9])), group["raw"][...][[0, 5, 9]])
 
 
+def test_large_raw_reads_split_across_threads_read_the_same(tmp_path, monkeypatch):
+    """A raw read above PARALLEL_READ_BYTES is cut into pieces read by threads: same rows, fill value included."""
+    from avsuperb.store import backend as B
+
+    b = open_backend(tmp_path / "s.zarr", "w")
+    b.create("raw", (50, 3, 2), np.float32, 8, compress=False)
+    data = np.arange(30 * 6, dtype=np.float32).reshape(30, 3, 2) + 1
+    b.write("raw", 8, data)  # chunks 1-4 (rows 8-37, the last one partly); 0, 5 and 6 never written
+    want = [(rows, b.read("raw", rows)) for rows in (None, slice(3, 41), slice(9, 10))]
+    monkeypatch.setattr(B, "PARALLEL_READ_BYTES", 1)
+    monkeypatch.setattr(B, "READ_PIECE_BYTES", 3 * 24)  # 3 rows a piece: chunks split across pieces
+    for rows, expected in want:
+        got = b.read("raw", rows)
+        assert np.array_equal(got, expected), rows
+    assert np.array_equal(b.read("raw")[8:38], data) and not b.read("raw")[:8].any() and not b.read("raw")[38:].any()
+
+
+def test_auto_block_size_cuts_a_small_store_into_several_blocks():
+    from avsuperb.store.writer import MAX_BLOCK, MIN_BLOCK, MIN_BLOCKS, auto_block_size
+
+    spec = {"audio": TrackSpec(2, 4, 50.0)}
+    assert auto_block_size(make_table(11), spec, True) == MIN_BLOCK  # a tiny store: one block
+    big = ClipTable(ids=[f"c{i}" for i in range(MIN_BLOCKS * 40)], splits=["train"] * (MIN_BLOCKS * 40),
+                    durations=np.ones(MIN_BLOCKS * 40), labels={})
+    assert auto_block_size(big, spec, True) == 40  # the last block is an eighth of the run
+    huge = ClipTable(ids=[f"c{i}" for i in range(100_000)], splits=["train"] * 100_000, durations=np.ones(100_000), labels={})
+    assert auto_block_size(huge, spec, True) == MAX_BLOCK
+
+
 def test_a_single_writer_removes_what_killed_writes_left_and_never_meets_a_live_shard(tmp_path):
     """zarr's NAME.<uuid>.partial files of a killed run go when the store's one writer takes it over;
     a single writer and a shard writer never hold the same store at once (the other one alive)."""
