@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 
 from avsuperb.extract.upstreams.base import TrackInfo, Upstream, UpstreamError, register
 
@@ -22,6 +21,8 @@ FRAMES_PER_PASS = 64
 
 def preprocess(video: torch.Tensor) -> np.ndarray:
     """uint8 [T, H, W, 3] -> float64 grayscale [T, 128, 64] (bilinear resize without antialias)."""
+    import torchvision.transforms.functional as TF  # here: importing torchvision takes a second, which every other model would pay
+
     x = TF.resize(video.permute(0, 3, 1, 2), list(FRAME_SIZE), antialias=False)
     x = x.cpu().numpy().astype(np.float64)
     return GRAY[0] * x[:, 0] + GRAY[1] * x[:, 1] + GRAY[2] * x[:, 2]
