@@ -6,6 +6,7 @@ Errors a user can cause print one line and exit with code 2; nothing is written 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -33,8 +34,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(getattr(sys.modules[m], name) for m, name in USER_ERRORS if m in sys.modules)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM outside extraction's own handling (start-up, exit) ends the way Ctrl-C does
+
+
 def _main(command: click.Command, prog: str) -> Callable[[], None]:
     def entry() -> None:
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             code = command.main(prog_name=prog, standalone_mode=False)
         except click.exceptions.Exit as e:

@@ -203,6 +203,11 @@ class BackgroundWriter:
 
     def close(self) -> None:
         """Wait until every clip handed in is with the StoreWriter; raise a write error if any."""
-        self._queue.put(_STOP)
-        self._thread.join()
+        self.stop()
         self._raise()
+
+    def stop(self) -> None:
+        """End the thread once it has handed in what it holds (a run that fails must not leave it idle)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()

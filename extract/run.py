@@ -219,6 +219,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
         shard=opts.shard,
     )
     interrupted, stopped = False, ""
+    out: BackgroundWriter | None = None
     try:
         todo = writer.pending()
         writer.plan(todo)
@@ -256,5 +257,7 @@ def run_extraction(opts: ExtractOptions) -> Summary:
             writer.finalize()  # with the handlers still installed: a signal must not cut a store write short
             s = writer.summary()
     finally:
+        if out is not None:
+            out.stop()  # a run that failed must not leave its writer thread idle
         writer.close()
     return Summary(Path(opts.out), len(index.clips), writer.written, s["done"], s["failed"], s["pending"], interrupted, opts.shard, stopped)

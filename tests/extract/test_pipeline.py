@@ -125,3 +125,28 @@ def test_precision_is_recorded_and_checked(small_corpus, tmp_path):
     assert open_backend(out, "r").get_attr(S.ROOT_ATTR)["upstream"]["config"]["precision"] == "bf16"
     with pytest.raises(ExtractError, match="unknown precision 'fp8'; choose one of: fp32, fp16, bf16"):
         run_extraction(ExtractOptions("fbank", "synthetic", tmp_path / "x.zarr", small_corpus, precision="fp8"))
+
+
+def test_a_failed_run_leaves_no_thread_behind(small_corpus, tmp_path, monkeypatch):
+    """An unexpected error in the loop ends the run with it; the decode and writer threads end too."""
+    from avsuperb.extract.upstreams.fbank import Fbank
+
+    calls = []
+
+    def broken(self, tracks, audio, video):
+        calls.append(1)
+        if len(calls) == 5:
+            raise TypeError("a bug in the model")
+        return real(self, tracks, audio, video)
+
+    real = Fbank.extract
+    monkeypatch.setattr(Fbank, "extract", broken)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(TypeError, match="a bug in the model"):
+        run_extraction(ExtractOptions("fbank", "synthetic", tmp_path / "x.zarr", small_corpus, block_size=4, progress=False))
+    deadline = time.monotonic() + 5
+    while {"store-writer", "decode-ahead"} & ({t.name for t in threading.enumerate()} - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not {"store-writer", "decode-ahead"} & {t.name for t in threading.enumerate()}
+    status = open_backend(tmp_path / "x.zarr", "r").read(S.CLIP_STATUS)
+    assert list(np.flatnonzero(status == S.STATUS_DONE)) == [0, 1, 2, 3]  # the first block, written before the error

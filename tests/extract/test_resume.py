@@ -281,3 +281,20 @@ def test_interrupt_while_writing_a_block_loses_no_clip(tmp_path, array):
     assert w.summary()["done"] == len(rows) and w.written == len(rows), (
         f"finished clips were lost: summary {w.summary()}, {w.written} written")
     assert_same_arrays(zarr_arrays(tmp_path / "cut.zarr"), zarr_arrays(tmp_path / "ref.zarr"))
+
+
+def test_sigterm_during_start_up_ends_like_ctrl_c(small_corpus, cli_env, tmp_path):
+    """Before the extraction loop (imports, model build) SIGTERM ends the command with the
+    'interrupted' line and exit code 130, not the default kill; the next run goes ahead."""
+    import subprocess
+    import time
+
+    store = tmp_path / "early.zarr"
+    proc = subprocess.Popen(extract_cmd(small_corpus, store), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)  # importing torch takes over a second: still starting up
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip().splitlines()[-1] == "avsuperb-extract: interrupted" and "Traceback" not in err, err
+    done = subprocess.run(extract_cmd(small_corpus, store), env=cli_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
