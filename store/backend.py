@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -180,7 +180,10 @@ def _read_raw(arr: Any, start: int, stop: int) -> np.ndarray | None:
         try:
             with open(file, "rb", buffering=0) as f:
                 f.seek(offset)
-                return f.readinto(memoryview(dest))
+                view, got = memoryview(dest), 0
+                while got < len(view) and (n := f.readinto(view[got:])):  # a read may return less than asked
+                    got += n
+                return got
         except FileNotFoundError:  # a chunk never written holds the fill value
             return None
 

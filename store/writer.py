@@ -72,14 +72,19 @@ def auto_block_size(table: ClipTable, tracks: dict[str, TrackSpec], frames: bool
     return int(max(1, min(MAX_BLOCK, small, BLOCK_BUDGET_BYTES // max(per_clip, 1.0))))
 
 
-def frame_chunk_rows(spec: TrackSpec) -> int:
-    return int(max(64, min(65536, FRAME_CHUNK_BYTES // (spec.num_layers * spec.dim * 2))))
+def frame_chunk_rows(durations: np.ndarray, spec: TrackSpec, block_size: int) -> int:
+    """Rows per chunk of a frame array: FRAME_CHUNK_BYTES' worth, or the rows of the largest block where
+    that is fewer. Each block's frames start on a chunk boundary, so a chunk larger than a block would
+    be mostly empty, and an uncompressed (HDF5) store keeps the zeros."""
+    cap = frame_capacity(durations, spec)
+    largest = max((int(cap[i : i + block_size].sum()) for i in range(0, len(cap), block_size)), default=1)
+    return int(max(64, min(65536, FRAME_CHUNK_BYTES // (spec.num_layers * spec.dim * 2), largest)))
 
 
 def frame_offsets(durations: np.ndarray, spec: TrackSpec, block_size: int) -> np.ndarray:
     """Reserved slot starts [N + 1]; each block's slots start on a chunk boundary."""
     cap = frame_capacity(durations, spec)
-    chunk = frame_chunk_rows(spec)
+    chunk = frame_chunk_rows(durations, spec, block_size)
     offsets = np.zeros(len(cap) + 1, dtype=np.int64)
     pos = 0
     for i, c in enumerate(cap):
@@ -232,7 +237,7 @@ class StoreWriter:
                     offsets = frame_offsets(table.durations, ts, block_size)
                     b.create(S.offsets_path(track), (n + 1,), np.int64, n + 1)
                     b.write(S.offsets_path(track), 0, offsets)
-                    b.create(S.frames_path(track), (int(offsets[-1]), L, D), np.float16, frame_chunk_rows(ts))
+                    b.create(S.frames_path(track), (int(offsets[-1]), L, D), np.float16, frame_chunk_rows(table.durations, ts, block_size))
             stamp = now()
             attrs = {
                 "schema_version": S.STORE_SCHEMA_VERSION,

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import zarr
 
 from avsuperb import schemas as S
 from avsuperb.store import StoreError, open_backend
@@ -103,8 +104,22 @@ def test_frame_slots_of_each_block_start_on_a_chunk_boundary(tmp_path):
     b = open_backend(tmp_path / "s.zarr", "r")
     for track, spec in TRACKS.items():
         off = b.read(S.offsets_path(track))
-        assert all(off[i] % frame_chunk_rows(spec) == 0 for i in range(0, len(table), 4))
+        chunk = frame_chunk_rows(table.durations, spec, 4)
+        assert all(off[i] % chunk == 0 for i in range(0, len(table), 4))
         assert (np.diff(off) >= 0).all()
+        assert zarr.open_array(str(tmp_path / "s.zarr" / S.frames_path(track)), mode="r").chunks[0] == chunk
+
+
+def test_frame_chunks_are_no_larger_than_the_largest_block():
+    """A chunk spans the rows of the largest block when that is under FRAME_CHUNK_BYTES, so a block
+    does not start a chunk that stays mostly empty; large blocks keep FRAME_CHUNK_BYTES chunks."""
+    from avsuperb.store.writer import FRAME_CHUNK_BYTES, frame_capacity, frame_chunk_rows
+
+    spec = TrackSpec(1, 240, 100.0)  # fbank-sized rows: 480 bytes, 8738 rows per 4 MiB
+    durations = np.full(100, 2.0)  # 202 rows reserved per clip
+    assert frame_chunk_rows(durations, spec, 16) == 16 * 202
+    assert frame_chunk_rows(durations, spec, 256) == FRAME_CHUNK_BYTES // 480
+    assert frame_capacity(durations, spec)[0] == 202
 
 
 def test_partial_run_resumes_to_the_same_arrays(tmp_path):
