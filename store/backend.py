@@ -17,9 +17,9 @@ import numpy as np
 
 Mode = Literal["r", "a", "w"]
 SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
-READ_THREADS = 8  # threads reading one large raw array (measured on 2 cores: warm 1.5x faster than 1 thread; cold, the disk
-# serves more requests at once: 8 threads of 2 MiB pieces read 390 MiB in 0.32-0.37 s, 4 of 4 MiB in 0.37-0.63 s)
-READ_PIECE_BYTES = 2 << 20  # one read request of those threads at most
+READ_THREADS = 4  # threads reading one large raw array. Measured on 2 cores, 390 MiB: warm 0.08 s (1 thread: 0.1-0.39 s,
+# its page faults and copies on one core), cold 0.32-0.35 s (1 thread: 0.4-0.55 s; the disk serves requests in parallel)
+READ_PIECE_BYTES = 4 << 20  # one read request of those threads at most
 PARALLEL_READ_BYTES = 16 << 20  # smaller reads are done by the calling thread alone
 
 
