@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -407,6 +408,9 @@ def infer_arch(ckpt: Checkpoint) -> Arch:
     )
 
 
+_INIT_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _skipped_init() -> Iterator[None]:
     """torch.nn.init's fillers do nothing meanwhile: the weights of a model built here are replaced by a
@@ -414,14 +418,15 @@ def _skipped_init() -> Iterator[None]:
     torchaudio's weight norm triggers there: more than random init takes for HuBERT Base, 0.4 s.)"""
     names = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "kaiming_uniform_", "kaiming_normal_",
              "xavier_uniform_", "xavier_normal_")
-    saved = {n: getattr(nn.init, n) for n in names}
-    for n in names:
-        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(nn.init, n, f)
+    with _INIT_LOCK:  # two builds at once (threads of one Dask worker) must not save each other's no-ops
+        saved = {n: getattr(nn.init, n) for n in names}
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        try:
+            yield
+        finally:
+            for n, f in saved.items():
+                setattr(nn.init, n, f)
 
 
 def build_model(arch: Arch, state: dict[str, torch.Tensor], where: Path) -> Wav2Vec2Model:

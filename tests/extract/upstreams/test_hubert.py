@@ -216,6 +216,26 @@ def test_hf_directory_equals_transformers_hidden_states(base_tiny):
     json.dumps(cfg)  # goes into the store's attributes
 
 
+def test_building_leaves_torch_init_as_it_was(base_tiny, monkeypatch):
+    """The model is built with nn.init's fillers skipped (its weights are the checkpoint's), and they
+    are back afterwards, also when building fails."""
+    before = {n: getattr(torch.nn.init, n) for n in ("normal_", "uniform_", "kaiming_uniform_", "zeros_")}
+    _, d = base_tiny
+    hubert.Hubert(d)
+    assert {n: getattr(torch.nn.init, n) for n in before} == before
+
+    def broken(arch):
+        assert torch.nn.init.normal_ is not before["normal_"]  # skipped while the model is built
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(hubert, "_empty_model", broken)
+    with pytest.raises(MemoryError):
+        hubert.Hubert(d)
+    assert {n: getattr(torch.nn.init, n) for n in before} == before
+    x = torch.nn.init.normal_(torch.zeros(1000))
+    assert x.std() > 0.5  # a real filler
+
+
 def test_hf_directory_sha256_is_the_weights_file(base_tiny):
     _, d = base_tiny
     up = hubert.Hubert(d)
