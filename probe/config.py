@@ -40,7 +40,9 @@ class TrainConfig:
     dropout: float = 0.2
     upsample: int = 2
     warmup_steps: int = 1500
-    frame_cache_mb: int = 256  # recently read clips' frames kept in memory (0: none); reads stream regardless
+    # recently read clips' frames kept in memory (0: none); reads stream regardless. An LRU cache only
+    # hits when a split fits in it (a larger one is read in full at each evaluation), so it is small.
+    frame_cache_mb: int = 128
     # Not in the reference: scale each layer's frames to zero mean, unit variance per dimension
     # with the store's train-split statistics before the head (speeds up CTC on raw features).
     standardize: bool = False
