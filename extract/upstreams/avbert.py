@@ -68,6 +68,9 @@ EXPECTED = f"the authors' AVBERT checkpoint.pyth (a dict with 'state_dict') from
 SAMPLE_RATE = 44100  # DATA.TARGET_AUDIO_RATE
 FPS = 30.0  # DATA.TARGET_FPS
 TRACKS = ("audio", "video", "fusion")
+# The released file is the fine-tuning wrapper's state dict: the backbone under `avbert.`, its
+# heads beside it. The reference expert (expert.py) keeps the `avbert.*` keys, prefix stripped.
+BACKBONE_PREFIX = "avbert."
 # Checkpoint keys the reference's loader (utils/checkpoint.py load_finetune_checkpoint) skips:
 # the cached orthogonal matrices `_B` (recomputed from A and base) and pretraining heads.
 IGNORED_KEY_PARTS = ("_B", "head")
@@ -244,15 +247,31 @@ def _canonical(state: dict[Any, Any]) -> OrderedDict[str, Any]:
     return out
 
 
+def _backbone(state: dict[Any, Any]) -> dict[str, Any]:
+    """The AVBert module's own keys: where any key starts with `avbert.` (the released fine-tuning
+    wrapper's layout), those keys with the prefix stripped and every other key (the wrapper's
+    heads) dropped, as the reference expert does; otherwise the state as it is."""
+    keys = [str(k) for k in state]
+    if not any(k.startswith(BACKBONE_PREFIX) for k in keys):
+        return {str(k): v for k, v in state.items()}
+    ignored = [k for k in keys if not k.startswith(BACKBONE_PREFIX)]
+    if ignored:
+        log.debug("%s: ignoring %d checkpoint keys outside %s* (e.g. %s)", NAME, len(ignored), BACKBONE_PREFIX, ignored[0])
+    return {str(k)[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if str(k).startswith(BACKBONE_PREFIX)}
+
+
 def load_state(path: Path, arch: AVBertArch) -> AVBertModel:
     """The model built from `arch` with the checkpoint's weights, eval mode, CPU; UpstreamError
     (one line) for anything that is not an AVBERT checkpoint of that architecture.
 
-    Accepted: the released container {'state_dict': ..., other entries ignored} or a bare state
-    dict; keys as the authors' AVBert module names them, optionally all under `module.`. As the
-    reference loader, keys containing `_B` or `head` are skipped, and the shared transformer may
-    appear under any of its four names (the last of transformer, single_visual_transformer,
-    single_audio_transformer, multi_transformer present wins, as load_state_dict would have it)."""
+    Accepted: the released container {'state_dict': {'avbert.<key>': ..., heads}, 'epoch': ...}
+    (the `avbert.` prefix stripped, every other key ignored, as the reference expert does), or a
+    state dict of the AVBert module itself, bare or in {'state_dict': ...}; keys optionally all
+    under `module.`. As the reference loader, keys containing `_B` or `head` are skipped, and the
+    shared transformer may appear under any of its four names (the last of transformer,
+    single_visual_transformer, single_audio_transformer, multi_transformer present wins, as
+    load_state_dict would have it). Any other missing or unexpected key, or a shape that differs
+    from the architecture's, is refused."""
     obj = read_checkpoint(path, NAME, expected=EXPECTED)
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if state is None and isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -263,7 +282,7 @@ def load_state(path: Path, arch: AVBertArch) -> AVBertModel:
         )
     if all(str(k).startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {str(k)[len("module.") :]: v for k, v in state.items()}
-    canonical = _canonical(state)
+    canonical = _canonical(_backbone(state))
     if not any(k.startswith("visual_conv.") for k in canonical) or not any(k.startswith("audio_conv.") for k in canonical):
         raise UpstreamError(
             f"{NAME}: {path} is not an AVBERT checkpoint: no visual_conv.* and audio_conv.* weights "

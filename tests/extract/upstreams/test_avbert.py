@@ -162,15 +162,31 @@ def released_state(arch: AVBertArch, seed: int = 0) -> OrderedDict[str, torch.Te
 
 
 def write_checkpoint(path: Path, state: dict, **extra: object) -> Path:
-    """The released container: torch.save of {'epoch', 'state_dict', 'optimizer'}."""
+    """A training container: torch.save of {'epoch', 'state_dict', 'optimizer'}."""
     optimizer = {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
     torch.save({"epoch": 100, "state_dict": state, "optimizer": optimizer, **extra}, path)
     return path
 
 
+def fine_tuning_state(state: dict, arch: AVBertArch = TINY) -> OrderedDict[str, torch.Tensor]:
+    """The released file's state dict: the fine-tuning wrapper's, AVBert's keys under `avbert.`
+    and the heads beside them (tests/fixtures/avbert/checkpoint.json lists the real file's keys)."""
+    out = OrderedDict((f"avbert.{k}", v) for k, v in state.items())
+    h = arch.hidden_size
+    out["concat_head.projection.weight"], out["concat_head.projection.bias"] = torch.ones(5, 4 * h), torch.zeros(5)
+    out["concat_seq_head.fc1.weight"], out["concat_seq_head.ln.bias"] = torch.ones(h, 2 * h), torch.zeros(h)
+    return out
+
+
+def write_released(path: Path, state: dict) -> Path:
+    """The released container exactly: {'state_dict': {'avbert.*', heads}, 'epoch'}."""
+    torch.save({"state_dict": fine_tuning_state(state), "epoch": 10}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("avbert") / "checkpoint.pyth", released_state(TINY))
+    return write_released(tmp_path_factory.mktemp("avbert") / "checkpoint.pyth", released_state(TINY))
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +219,10 @@ def test_module_names_are_the_released_ones() -> None:
 
 def test_released_checkpoint_loads_with_every_weight_in_place(model: avbert.AVBert, ckpt: Path) -> None:
     state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any(k.startswith("concat_head.") for k in state)  # the released container, heads included
     loaded = model.model.state_dict()
     for key, value in loaded.items():
-        assert torch.equal(value.cpu(), state[key]), key
+        assert torch.equal(value.cpu(), state["avbert." + key]), key
     layer = model.model.transformer.encoder.albert_layer_groups[0].albert_layers[0]
     assert isinstance(layer.attention.factor_query.orthogonal_ms1_linear, Orthogonal)
     assert model.model.multi_transformer.encoder.albert_layer_groups[0].albert_layers[0] is layer  # one shared module
@@ -219,6 +236,23 @@ def test_module_prefix_and_bare_state_dicts_load(tmp_path: Path) -> None:
     b = avbert.AVBert(tmp_path / "bare.pt", arch=TINY, views=TINY_VIEWS)
     for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(x, y), k
+
+
+def test_released_prefix_is_stripped_and_other_keys_ignored(tmp_path: Path) -> None:
+    """As the reference expert: keep `avbert.*` with the prefix stripped, ignore every other key
+    (heads, and any key of the wrapper a module-only loader would refuse)."""
+    state = released_state(TINY, seed=4)
+    wrapped = fine_tuning_state(state)
+    wrapped["classifier.weight"] = torch.zeros(3, 3)  # not `avbert.`, no "head" in it: still ignored
+    wrapped["audio_conv.s1.stem.conv1.weight"] = torch.zeros(1)  # a module-like key outside `avbert.`
+    released = avbert.AVBert(write_checkpoint(tmp_path / "r.pyth", wrapped), arch=TINY, views=TINY_VIEWS)
+    torch.save(state, tmp_path / "bare.pt")
+    bare = avbert.AVBert(tmp_path / "bare.pt", arch=TINY, views=TINY_VIEWS)
+    assert released.model.state_dict().keys() == bare.model.state_dict().keys()
+    for (k, x), (_, y) in zip(released.model.state_dict().items(), bare.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    ddp = OrderedDict((f"module.{k}", v) for k, v in wrapped.items())  # the wrapper saved from DDP
+    avbert.AVBert(write_checkpoint(tmp_path / "ddp.pyth", ddp), arch=TINY, views=TINY_VIEWS)
 
 
 def test_transformer_under_one_name_only_is_enough(tmp_path: Path) -> None:
@@ -257,8 +291,10 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, ckpt: Path, kind: str) ->
     assert kind != "missing" or "does not exist" in message and "sangho-vision/avbert" in message
 
 
+@pytest.mark.parametrize("layout", ["bare", "released"])
 @pytest.mark.parametrize("change", ["drop", "extra", "shape"])
-def test_key_mismatches_are_one_line_errors(tmp_path: Path, change: str) -> None:
+def test_key_mismatches_are_one_line_errors(tmp_path: Path, change: str, layout: str) -> None:
+    """Keys or shapes that do not match the model are refused, also under the released `avbert.` prefix."""
     state = released_state(TINY, seed=3)
     if change == "drop":
         del state["audio_conv.s4.res2.branch2.b.weight"]
@@ -269,9 +305,11 @@ def test_key_mismatches_are_one_line_errors(tmp_path: Path, change: str) -> None
     else:
         state["visual_fc.weight"] = torch.zeros(TINY.hidden_size, 7)
         expected = "shape"
+    if layout == "released":
+        state = fine_tuning_state(state)
     with pytest.raises(UpstreamError, match=expected) as err:
         avbert.AVBert(write_checkpoint(tmp_path / "c.pyth", state), arch=TINY, views=TINY_VIEWS)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith("avbert: ")
 
 
 def test_too_many_windows_for_the_position_table(ckpt: Path) -> None:
