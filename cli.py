@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -36,6 +37,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM outside extraction's own handling (start-up, exit) ends the way Ctrl-C does
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while a stage's modules import. torch runs Python callbacks from C++
+    while it initialises, and a KeyboardInterrupt raised inside one aborts the process (SIGABRT, no
+    message) instead of ending it cleanly; a signal that arrives meanwhile is delivered as the block
+    ends, where it ends the command the usual way (one line, exit code 130)."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _main(command: click.Command, prog: str) -> Callable[[], None]:
@@ -196,7 +211,8 @@ def extract_cmd(model: str, dataset: str, root: Path | None, out: Path, tracks: 
       avsuperb-extract --model fbank --dataset synthetic --out fbank-synthetic.zarr
     """
     _logging(verbose)
-    from avsuperb.extract.run import ExtractOptions, run_extraction
+    with _signals_held():
+        from avsuperb.extract.run import ExtractOptions, run_extraction
 
     opts = ExtractOptions(
         model, dataset, out, root, tracks, checkpoint, device, frames, block_size, not no_progress, batch_size,
@@ -261,7 +277,8 @@ def probe_cmd(cache: Path, task: str, track: str | None, out: Path | None, overr
     spec = tasks.get(task)  # cheap checks first: the import below loads torch
     settings = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     load_config(task, None, settings)
-    from avsuperb.probe.run import default_device, open_for_task, resolve_tracks, run_probe
+    with _signals_held():
+        from avsuperb.probe.run import default_device, open_for_task, resolve_tracks, run_probe
 
     if device and device.startswith("cuda") and default_device() != "cuda":
         raise click.UsageError(f"--device {device} asked for, but torch sees no CUDA device here; use --device cpu")
@@ -305,7 +322,8 @@ def format_result(r: dict[str, Any]) -> str:
 def demo_cmd(workdir: Path, root: Path | None, overrides: tuple[str, ...], no_progress: bool) -> int:
     """Extract the synthetic corpus with FBANK and HoG, probe every task on each track, print a table."""
     _logging(False)
-    from avsuperb.demo import run_demo
+    with _signals_held():
+        from avsuperb.demo import run_demo
 
     click.echo(run_demo(workdir, root, list(overrides), progress=not no_progress))
     return 0

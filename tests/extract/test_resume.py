@@ -283,6 +283,16 @@ def test_interrupt_while_writing_a_block_loses_no_clip(tmp_path, array):
     assert_same_arrays(zarr_arrays(tmp_path / "cut.zarr"), zarr_arrays(tmp_path / "ref.zarr"))
 
 
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask >> (sig - 1) & 1)
+
+
 def test_sigterm_during_start_up_ends_like_ctrl_c(small_corpus, cli_env, tmp_path):
     """Before the extraction loop (imports, model build) SIGTERM ends the command with the
     'interrupted' line and exit code 130, not the default kill; the next run goes ahead."""
@@ -291,7 +301,12 @@ def test_sigterm_during_start_up_ends_like_ctrl_c(small_corpus, cli_env, tmp_pat
 
     store = tmp_path / "early.zarr"
     proc = subprocess.Popen(extract_cmd(small_corpus, store), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.6)  # importing torch takes over a second: still starting up
+    # SIGTERM as soon as the command's handler is installed, not after a fixed delay: on a busy
+    # machine Python alone may take longer than any delay, and the default action would kill it.
+    # Importing torch takes over a second after that, so the signal lands during start-up.
+    deadline = time.monotonic() + 60
+    while not catches(proc.pid, signal.SIGTERM) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, err)
