@@ -29,6 +29,10 @@ class TrainConfig:
     hidden: int = 256  # the connector (first Linear) width
     grad_clip: float = 1.0
     seed: int = 0
+    # torch's intra-op threads for the probe's arithmetic on the CPU. Fixed, not taken from the
+    # machine: torch splits reductions (gradients, sums) by thread count, so another count gives
+    # other rounding and, over a training run, another result. More threads: faster, other digits.
+    threads: int = 1
     dev_fraction: float = 0.1  # carved from train when the store has no dev split
     folds_by: str = ""  # label whose values define leave-one-out folds (IEMOCAP: session)
     # ASV: AM-softmax
@@ -39,6 +43,9 @@ class TrainConfig:
     lstm_layers: int = 2
     dropout: float = 0.2
     upsample: int = 2
+    # Not in the reference (0: off): average consecutive frames so that the head runs at about this
+    # many frames per second (FBANK's 100 Hz -> 25 Hz with 25), before the upsampling.
+    pool_to_hz: float = 0.0
     warmup_steps: int = 1500
     # recently read clips' frames kept in memory (0: none); reads stream regardless. An LRU cache only
     # hits when a split fits in it (a larger one is read in full at each evaluation), so it is small.
@@ -93,9 +100,11 @@ class TrainConfig:
     def check(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
             raise ConfigError("lrs must be positive learning rates")
-        for name in ("steps", "batch_size", "eval_every", "patience", "hidden", "lstm_units", "lstm_layers", "upsample"):
+        for name in ("steps", "batch_size", "eval_every", "patience", "hidden", "lstm_units", "lstm_layers", "upsample", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.pool_to_hz < 0:
+            raise ConfigError("pool_to_hz must be 0 (off) or a positive frame rate")
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError("optimizer must be adam or adamw")
         if not 0 < self.dev_fraction < 1:

@@ -6,9 +6,10 @@ import json
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -95,13 +96,8 @@ def run_probe(
         if skipped:
             log.warning("%d clips failed extraction and are left out", skipped)
         device = device or default_device()
-        if cfg.folds_by:
-            outcome, splits, folds = _run_folds(reader, track, table, label, usable, cfg, task, device, progress)
-        else:
-            rows, carved = split_rows(table, label, usable, cfg)
-            data = TaskData(reader, track, table, label, rows, carved, device)
-            outcome = task.train(data, cfg, progress)
-            splits, folds = _split_counts(data.rows, carved), None
+        with intra_op_threads(cfg.threads):
+            outcome, splits, folds = _train(reader, track, table, label, usable, cfg, task, device, progress)
         stats = reader.stats(track)
         upstream, dataset = reader.upstream, reader.dataset
     finally:
@@ -137,6 +133,29 @@ def run_probe(
     if out_dir is not None:
         write_result(Path(out_dir), result)
     return result
+
+
+def _train(reader, track, table, label, usable, cfg, task, device, progress):
+    """The task's outcome, its split counts and (leave-one-out) its folds."""
+    if cfg.folds_by:
+        return _run_folds(reader, track, table, label, usable, cfg, task, device, progress)
+    rows, carved = split_rows(table, label, usable, cfg)
+    data = TaskData(reader, track, table, label, rows, carved, device)
+    outcome = task.train(data, cfg, progress)
+    return outcome, _split_counts(data.rows, carved), None  # the task may leave clips out
+
+
+@contextmanager
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` for the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _split_counts(rows: dict[str, np.ndarray], carved: bool) -> dict[str, Any]:

@@ -118,12 +118,14 @@ class BiLSTM(nn.Module):
 
 
 class CTCHead(nn.Module):
-    """Weighted sum -> Linear(D, hidden) -> xupsample nearest in time -> BiLSTMs (dropout after
-    each) -> Linear(2 units, V). Padding never reaches a valid frame's LSTM state."""
+    """Weighted sum -> Linear(D, hidden) -> [mean of every `downsample` frames] -> xupsample
+    nearest in time -> BiLSTMs (dropout after each) -> Linear(2 units, V). Padding never reaches
+    a valid frame's LSTM state. `downsample` is not in the reference (1, off, there)."""
 
     def __init__(self, num_layers: int, dim: int, vocab_size: int, hidden: int = 256, units: int = 1024,
-                 lstm_layers: int = 2, dropout: float = 0.2, upsample: int = 2) -> None:
+                 lstm_layers: int = 2, dropout: float = 0.2, upsample: int = 2, downsample: int = 1) -> None:
         super().__init__()
+        self.downsample = downsample
         # per-layer, per-dimension input standardisation (identity unless `standardize` sets it)
         self.register_buffer("shift", torch.zeros(num_layers, dim))
         self.register_buffer("scale", torch.ones(num_layers, dim))
@@ -136,20 +138,40 @@ class CTCHead(nn.Module):
         self.classifier = nn.Linear(2 * units, vocab_size)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return lengths * self.upsample
+        return -(-lengths // self.downsample) * self.upsample
+
+    def _pool(self, h: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Mean of every `downsample` consecutive valid frames: h [B, T, H], valid [B, T] -> [B, ceil(T/k), H]."""
+        k = self.downsample
+        if k == 1:
+            return h
+        b, t, d = h.shape
+        pad = -t % k
+        w = nn.functional.pad(valid.to(h.dtype), (0, pad)).view(b, -1, k, 1)
+        h = nn.functional.pad(h, (0, 0, 0, pad)).view(b, -1, k, d)
+        return (h * w).sum(dim=2) / w.sum(dim=2).clamp(min=1.0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, L, D] zero-padded, lengths [B] -> logits [B, upsample*T, V], output lengths [B] (CPU)."""
+        """x [B, T, L, D] zero-padded, lengths [B] -> logits [B, upsample*ceil(T/downsample), V],
+        output lengths [B] (CPU)."""
         x = (x - self.shift) * self.scale
         valid = torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)
         x = x * valid[:, :, None, None]  # padding stays zero
-        h = self.projector(self.featurizer(x))
+        h = self._pool(self.projector(self.featurizer(x)), valid)
         h = h.repeat_interleave(self.upsample, dim=1)
         out_lengths = self.output_lengths(lengths.cpu())
         on_device = out_lengths.to(h.device)
         for lstm in self.lstms:
             h = self.dropout(lstm(h, on_device))
         return self.classifier(h), out_lengths
+
+
+def pooling_factor(frame_rate: float, pool_to_hz: float) -> int:
+    """Frames averaged into one so that the head runs at about `pool_to_hz` (1: unchanged; also
+    when either rate is 0, i.e. unknown or off)."""
+    if frame_rate <= 0 or pool_to_hz <= 0:
+        return 1
+    return max(1, round(frame_rate / pool_to_hz))
 
 
 def frame_moments(stats: dict[str, np.ndarray], num_layers: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,10 +370,11 @@ class SpeechRecognition(Task):
         num_layers, dim = source.backend.shape(source.name)[1:]
         if cfg.standardize:
             mean, std = frame_moments(data.reader.stats(data.track), num_layers, dim)
-        self._warn_infeasible(source, data.rows["train"], targets, cfg.upsample)
-
+        downsample = pooling_factor(data.reader.attrs["tracks"][data.track].get("frame_rate", 0.0), cfg.pool_to_hz)
         torch.manual_seed(cfg.seed)
-        template = CTCHead(num_layers, dim, len(vocab), cfg.hidden, cfg.lstm_units, cfg.lstm_layers, cfg.dropout, cfg.upsample)
+        template = CTCHead(num_layers, dim, len(vocab), cfg.hidden, cfg.lstm_units, cfg.lstm_layers, cfg.dropout,
+                           cfg.upsample, downsample)
+        self._warn_infeasible(source, data.rows["train"], targets, template)
         if cfg.standardize:
             template.shift.copy_(torch.from_numpy(mean).float())
             template.scale.copy_(torch.from_numpy(1.0 / std).float())
@@ -385,13 +408,13 @@ class SpeechRecognition(Task):
         )
 
     @staticmethod
-    def _warn_infeasible(source: FrameBatches, rows: np.ndarray, targets: dict[int, list[int]], upsample: int) -> None:
+    def _warn_infeasible(source: FrameBatches, rows: np.ndarray, targets: dict[int, list[int]], head: CTCHead) -> None:
         """Log train clips too short for their transcript under CTC (their loss is zeroed)."""
         short = 0
         for r in rows:
             t = targets[int(r)]
             need = len(t) + sum(a == b for a, b in zip(t, t[1:]))
-            short += int(source.lengths[r] * upsample < need)
+            short += int(head.output_lengths(torch.tensor(int(source.lengths[r]))) < need)
         if short:
             log.warning("%d of %d train clips have fewer output frames than CTC needs for their transcript; "
                         "they add nothing to training (raise upsample)", short, len(rows))

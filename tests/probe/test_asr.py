@@ -19,7 +19,8 @@ from avsuperb.probe import tasks
 from avsuperb.probe.config import load_config
 from avsuperb.probe.data import TaskData
 from avsuperb.probe.run import open_for_task, run_probe
-from avsuperb.probe.tasks.asr import ALPHABET, BLANK, BiLSTM, CharVocab, CTCHead, FrameBatches, greedy_decode, lr_factor
+from avsuperb.probe.tasks.asr import (ALPHABET, BLANK, BiLSTM, CharVocab, CTCHead, FrameBatches, greedy_decode, lr_factor,
+                                      pooling_factor)
 from avsuperb.store.table import ClipTable, LabelColumn
 from avsuperb.store.writer import StoreWriter, TrackSpec
 
@@ -162,6 +163,26 @@ def test_batches_hold_each_clips_frames_zero_padded_within_a_bounded_cache(tmp_p
             assert 0 < source._cached <= 2000
 
 
+def test_head_pools_frames_without_letting_padding_in() -> None:
+    """downsample k: the connector's output averaged over each k valid frames (a last, partial group
+    averages what it has); output lengths ceil(T / k) x upsample; padding never changes a clip."""
+    torch.manual_seed(0)
+    head = CTCHead(num_layers=2, dim=6, vocab_size=29, hidden=16, units=8, dropout=0.0, upsample=2, downsample=4).eval()
+    short = torch.randn(1, 10, 2, 6)
+    with torch.no_grad():
+        h = head.projector(head.featurizer(short))
+        groups = [h[0, i : i + 4].mean(0) for i in range(0, 10, 4)]  # 4 + 4 + 2 frames
+        torch.testing.assert_close(head._pool(h, torch.ones(1, 10, dtype=torch.bool))[0], torch.stack(groups))
+        alone, alone_len = head(short, torch.tensor([10]))
+        batch = torch.randn(2, 17, 2, 6) * 50
+        batch[1, :10] = short[0]
+        out, out_len = head(batch, torch.tensor([17, 10]))
+    assert alone_len.tolist() == [6] and out_len.tolist() == [10, 6] and out.shape == (2, 10, 29)
+    torch.testing.assert_close(out[1, :6], alone[0], atol=1e-5, rtol=1e-5)
+    assert pooling_factor(100.0, 25.0) == 4 and pooling_factor(25.0, 25.0) == 1 and pooling_factor(30.0, 25.0) == 1
+    assert pooling_factor(100.0, 0.0) == 1 and pooling_factor(0.0, 25.0) == 1  # off, or a fixed-length track
+
+
 def test_standardize_uses_the_train_moments_and_keeps_padding_zero() -> None:
     from avsuperb.probe.tasks.asr import frame_moments
 
@@ -219,7 +240,7 @@ def test_learns_transcripts_from_frames_reading_only_batches(tmp_path: Path) -> 
 def test_runs_end_to_end_on_the_synthetic_fbank_store(fbank_zarr: Path, tmp_path: Path) -> None:
     """The synthetic demo config (fewer steps to keep this fast) on the small corpus's FBANK store."""
     cfg = load_config("asr", "synthetic", ["steps=10", "eval_every=10"])
-    assert cfg.lstm_units == 64 and len(cfg.lrs) == 3
+    assert cfg.lstm_units == 64 and len(cfg.lrs) == 2 and cfg.pool_to_hz == 25
     result = run_probe(fbank_zarr, "asr", "audio", cfg, tmp_path, progress=False, device="cpu")
     assert result["task"] == "asr" and result["dataset"] == "synthetic"
     assert math.isfinite(result["test_score"]) and result["test_score"] >= 0

@@ -109,3 +109,28 @@ def test_report_and_analyze_clis(tmp_path):
     r = subprocess.run([bindir / "avsuperb-analyze", tmp_path / "nothing-here", "--out", tmp_path / "ana"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nothing-here" in r.stderr
     assert not (tmp_path / "ana").exists()
+
+
+def test_training_runs_on_the_configured_threads_whatever_the_caller_set(tmp_path, monkeypatch):
+    """torch splits reductions (gradients, sums) by its thread count, so a run on another count
+    rounds differently and, over training, ends elsewhere. The probe trains on cfg.threads
+    (recorded in the result), not on what the machine or OMP_NUM_THREADS gave torch, and restores
+    the caller's count afterwards. (bench/determinism.py shows the effect on whole runs.)"""
+    import torch
+
+    from avsuperb.probe import tasks
+
+    store = toy_store(tmp_path / "toy.zarr")
+    seen = []
+    task = tasks.get("er")
+    train = task.train
+    monkeypatch.setattr(task, "train", lambda *a, **k: (seen.append(torch.get_num_threads()), train(*a, **k))[1])
+    before = torch.get_num_threads()
+    try:
+        for caller, configured in ((2, 1), (1, 1), (1, 2)):
+            torch.set_num_threads(caller)
+            r = run_probe(store, "er", "audio", small_cfg(f"threads={configured}", "steps=50"), None, progress=False, device="cpu")
+            assert seen[-1] == configured and r["config"]["threads"] == configured
+            assert torch.get_num_threads() == caller
+    finally:
+        torch.set_num_threads(before)
