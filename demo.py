@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avsuperb.extract.datasets.synthetic_gen import SYNTHETIC_VERSION
 from avsuperb.extract.run import ExtractOptions, run_extraction
 from avsuperb.probe import tasks
 from avsuperb.probe.config import load_config
@@ -25,7 +26,9 @@ def run_demo(workdir: Path, root: Path | None, overrides: list[str], progress: b
     rows: list[tuple[str, str, dict[str, float]]] = []
     columns: dict[str, tuple[str, bool, float]] = {}  # task -> (metric, higher is better, chance)
     for model in DEMO_MODELS:
-        store = workdir / f"{model}-synthetic.zarr"
+        # named by corpus version: a store of an older corpus (which extraction would refuse to
+        # append to) stays as it is, and the new corpus gets its own
+        store = workdir / f"{model}-synthetic-v{SYNTHETIC_VERSION}.zarr"
         summary = run_extraction(ExtractOptions(model, "synthetic", store, root, progress=progress))
         log.info(summary.line())
         with StoreReader(store) as reader:
