@@ -24,8 +24,8 @@ class TrainConfig:
     eval_every: int = 100
     patience: int = 6  # evaluations without a better dev score before a rate stops
     optimizer: str = "adam"  # adam | adamw
-    adam_eps: float = 1e-8
-    weight_decay: float = 0.01  # adamw only
+    adam_eps: float = 1e-8  # torch's Adam default; the reference's AdamW uses 1e-7 (set in its configs)
+    weight_decay: float = 0.0  # adamw only; the reference's AdamW (utils/optimizers.py) has none
     hidden: int = 256  # the connector (first Linear) width
     grad_clip: float = 1.0
     seed: int = 0

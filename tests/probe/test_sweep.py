@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -83,3 +84,13 @@ def test_sweep_learns_and_picks_the_informative_layer():
     assert test_acc >= 0.9
     weights = res.head.featurizer.weights().detach().numpy()
     assert np.argmax(weights) == 1
+
+
+@pytest.mark.parametrize("task, dataset", [("aec", "audioset20k"), ("ar", "kinetics_sounds"), ("asr", "lrs3"), ("asv", "voxceleb2")])
+def test_adamw_is_the_references_eps_1e7_without_weight_decay(task, dataset):
+    """Where the reference trains with AdamW, it is its own class (utils/optimizers.py): eps 1e-7,
+    weight decay 0 (a decay would also shrink the layer-weight logits)."""
+    from avsuperb.probe.config import load_config
+
+    cfg = load_config(task, dataset)
+    assert (cfg.optimizer, cfg.adam_eps, cfg.weight_decay) == ("adamw", 1e-7, 0.0)
