@@ -228,12 +228,12 @@ def test_learns_transcripts_from_frames_reading_only_batches(tmp_path: Path) -> 
     frame_reads = [rows for name, rows in reads if name == S.frames_path("audio")]
     assert frame_reads and all(len(whole_clips(index, offsets, lengths)) <= 32 for index in frame_reads)
     assert result["metric"] == {"name": "cer", "higher_is_better": False}
-    assert result["test_score"] < 30.0, result  # chance (no output) is 100
+    assert result["test_score"] < 30.0, result  # measured 7.4 (margin 22); chance (no output) is 100
     assert 0 <= result["wer"] <= 100 and result["dev_cer"] == pytest.approx(100 - result["dev_scores"]["0.01"])
     assert set(result["dev_scores"]) == {"0.01", "1e-05"} and result["chosen_lr"] == 0.01
     assert result["dev_scores"]["0.01"] > result["dev_scores"]["1e-05"]
     weights = result["layer_weights"]
-    assert len(weights) == 2 and weights[0] > 0.6, weights  # the informative layer
+    assert len(weights) == 2 and weights[0] > 0.6, weights  # the informative layer; measured 0.81 (margin 0.2)
     assert json.loads((tmp_path / "out" / "result.json").read_text())["task"] == "asr"
 
 

@@ -55,7 +55,7 @@ def small_cfg(*extra):
 def test_probe_learns_and_records_layer_contributions(tmp_path):
     store = toy_store(tmp_path / "toy.zarr")
     r = run_probe(store, "er", "audio", small_cfg(), tmp_path / "out", progress=False, device="cpu")
-    assert r["test_score"] >= 90
+    assert r["test_score"] >= 90  # measured 100 (margin 10); chance 33
     assert r["dev_scores"][f"{r['chosen_lr']:g}"] == max(r["dev_scores"].values())
     weights = np.array(r["layer_weights"])
     assert np.argmax(weights) == 1 and abs(weights.sum() - 1) < 1e-6
@@ -85,7 +85,7 @@ def test_leave_one_session_out_folds(tmp_path):
     assert r["test_score"] == pytest.approx(np.mean([f["test_score"] for f in folds]))
     assert sum(f["splits"]["test"] for f in folds) == 120  # every clip is tested exactly once
     assert all(f["splits"]["train"] + f["splits"]["dev"] == 80 for f in folds)
-    assert all(f["test_score"] >= 85 for f in folds)
+    assert all(f["test_score"] >= 85 for f in folds)  # measured 100, 97.5, 100 (margin 12)
 
 
 def test_analyze_reproduces_recorded_contributions_and_draws(tmp_path):
